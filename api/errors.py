@@ -1,0 +1,72 @@
+"""The one place where exceptions become HTTP responses with OpenAI's error envelope.
+
+Our own tree (`errors.py`) carries status, type and code; Sanic's routing and protocol errors
+(404, 405, 413, a malformed request) and pydantic's validation errors are translated into it.
+Anything else is a 500 whose body says nothing about the internals; the traceback goes to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import ValidationError
+from sanic import Request, Sanic
+from sanic import exceptions as sanic_exc
+from sanic.response import HTTPResponse, json
+
+import errors
+
+log = logging.getLogger("server.errors")
+
+_SANIC_TO_OURS: list[tuple[type[Exception], type[errors.ServerError]]] = [
+    (sanic_exc.NotFound, errors.NotFound),
+    (sanic_exc.MethodNotAllowed, errors.MethodNotAllowed),
+    (sanic_exc.PayloadTooLarge, errors.PayloadTooLarge),
+    (sanic_exc.BadRequest, errors.InvalidRequest),
+    (sanic_exc.ServiceUnavailable, errors.Unavailable),
+]
+
+
+def from_validation_error(exc: ValidationError) -> errors.InvalidRequest:
+    first = exc.errors(include_url=False)[0]
+    loc = [str(part) for part in first["loc"]]
+    # pydantic reports union members in the path (e.g. "str", "list[...]"); keep the field path
+    param_parts = [p for p in loc if not any(c in p for c in "[]") and p not in ("str", "int", "float", "bool", "list")]
+    param = ".".join(param_parts) or None
+    where = f"{param}: " if param else ""
+    more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
+    return errors.InvalidRequest(f"{where}{first['msg']}{more}", param=param)
+
+
+def to_server_error(exc: BaseException) -> errors.ServerError:
+    if isinstance(exc, errors.ServerError):
+        return exc
+    if isinstance(exc, ValidationError):
+        return from_validation_error(exc)
+    for sanic_type, ours in _SANIC_TO_OURS:
+        if isinstance(exc, sanic_type):
+            return ours(_sanic_message(exc))
+    if isinstance(exc, sanic_exc.SanicException) and exc.status_code < 500:
+        error = errors.InvalidRequest(_sanic_message(exc))
+        error.status = exc.status_code
+        return error
+    log.error("unhandled error", exc_info=exc)
+    return errors.ServerError("The server had an error while processing your request.")
+
+
+def error_response(exc: BaseException) -> HTTPResponse:
+    error = to_server_error(exc)
+    return json(error.body(), status=error.status, headers=error.headers())
+
+
+def _sanic_message(exc: Exception) -> str:
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, sanic_exc.NotFound):
+        return message.replace("Requested URL", "Unknown path").rstrip() or "Not found"
+    return message
+
+
+def install(app: Sanic) -> None:
+    @app.exception(Exception)
+    async def _handle(request: Request, exc: Exception) -> HTTPResponse:
+        return error_response(exc)

@@ -1,0 +1,92 @@
+"""From a validated request to scheduler jobs and back: shared by the HTTP routes and the chat UI.
+
+It resolves the model, renders chat prompts with the model's own template, submits one job per
+choice (all at once, so the queue bound holds for the whole request) and turns the jobs' text
+into choice events. It knows no HTTP: routes wrap its output into JSON or SSE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from errors import InvalidRequest, ServerError
+from models.chat_template import ChatTemplateError
+from models.interfaces import GenerationOutcome, SamplingParams
+from models.registry import ModelFile, ModelRegistry
+from scheduler.generation import GenerationScheduler
+from scheduler.jobs import GenerationJob
+
+
+@dataclass
+class ChoiceEvent:
+    """A piece of one choice's text, or (with `finish`) the end of that choice."""
+
+    index: int
+    text: str = ""
+    first: bool = False
+    finish: GenerationOutcome | None = None
+
+
+class GenerationService:
+    def __init__(self, scheduler: GenerationScheduler, registry: ModelRegistry, *, embedding_model: str = "", max_n: int = 4, max_prompts: int = 16):
+        self.scheduler = scheduler
+        self.registry = registry
+        self.embedding_model = embedding_model
+        self.max_n = max_n
+        self.max_prompts = max_prompts
+
+    def resolve_model(self, name: str | None) -> ModelFile:
+        if name and self.embedding_model and name == self.embedding_model:
+            raise InvalidRequest(
+                f"`{name}` is an embedding model; use it with /v1/embeddings", param="model"
+            )
+        return self.registry.get(name) if name else self.registry.default()
+
+    async def chat_prompt(self, model: ModelFile, messages: list[dict[str, str]]) -> str:
+        chat_format = await asyncio.to_thread(self.registry.chat_format, model)  # cached after first read
+        try:
+            return chat_format.render(messages)
+        except ChatTemplateError as exc:
+            raise InvalidRequest(f"the model's chat template refused the messages: {exc}", param="messages") from None
+
+    def submit(self, model: ModelFile, prompts: list[str], params: SamplingParams, n: int, *, origin: str = "api") -> list[GenerationJob]:
+        if n > self.max_n:
+            raise InvalidRequest(f"n must be at most {self.max_n} (MAX_N)", param="n")
+        if len(prompts) > self.max_prompts:
+            raise InvalidRequest(f"at most {self.max_prompts} prompts per request (MAX_PROMPTS)", param="prompt")
+        jobs: list[GenerationJob] = []
+        try:
+            for prompt in prompts:
+                for _ in range(n):
+                    jobs.append(self.scheduler.submit(model.id, prompt, params, origin=origin))
+        except ServerError:
+            for job in jobs:
+                job.cancel("rejected")
+            raise
+        return jobs
+
+    async def events(self, jobs: list[GenerationJob]) -> AsyncIterator[ChoiceEvent]:
+        """Every choice in turn, as it is generated; cancels every unfinished job if left early."""
+        try:
+            for index, job in enumerate(jobs):
+                first = True
+                async for text in job.stream(self.scheduler.queue_timeout_s):
+                    yield ChoiceEvent(index, text, first=first)
+                    first = False
+                yield ChoiceEvent(index, first=first, finish=job.outcome)
+        finally:
+            for job in jobs:
+                if job.finished_at is None:
+                    job.cancel("client")
+
+    async def complete(self, jobs: list[GenerationJob]) -> list[tuple[str, GenerationOutcome]]:
+        texts: list[list[str]] = [[] for _ in jobs]
+        results: list[tuple[str, GenerationOutcome]] = []
+        async for event in self.events(jobs):
+            if event.finish is None:
+                texts[event.index].append(event.text)
+            else:
+                results.append(("".join(texts[event.index]), event.finish))
+        return results

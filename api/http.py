@@ -1,0 +1,59 @@
+"""Small HTTP helpers for the routes: JSON bodies into pydantic models, SSE framing, timing headers."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from sanic import Request
+from sanic.response import HTTPResponse
+
+from api.errors import from_validation_error
+from errors import InvalidRequest, ServerError
+from scheduler.jobs import GenerationJob
+
+RequestModel = TypeVar("RequestModel", bound=BaseModel)
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+DONE = b"data: [DONE]\n\n"
+
+
+def parse_body(request: Request, model: type[RequestModel]) -> RequestModel:
+    if not request.body:
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        data = orjson.loads(request.body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+def json_response(body: BaseModel | dict, status: int = 200, headers: dict[str, str] | None = None) -> HTTPResponse:
+    payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+    return HTTPResponse(orjson.dumps(payload), status=status, headers=headers, content_type="application/json")
+
+
+def sse_data(body: BaseModel | dict) -> bytes:
+    payload = body.model_dump(mode="json", exclude_none=False) if isinstance(body, BaseModel) else body
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def sse_error(exc: ServerError) -> bytes:
+    return sse_data(exc.body())
+
+
+def timing_headers(jobs: list[GenerationJob]) -> dict[str, str]:
+    """TEI-style timings of the first job, in milliseconds, as far as they are known now."""
+    job = jobs[0]
+    found = {
+        "x-queue-time": job.queue_time,
+        "x-time-to-first-token": job.time_to_first_token,
+        "x-generation-time": job.generation_time,
+    }
+    return {name: f"{seconds * 1000:.1f}" for name, seconds in found.items() if seconds is not None}

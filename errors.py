@@ -1,0 +1,111 @@
+"""The one exception tree of the server; `api/errors.py` maps it to HTTP once.
+
+    ServerError                      500 server_error
+    ├── InvalidRequest               400 invalid_request_error
+    │   ├── ContextLengthExceeded    400 code=context_length_exceeded
+    │   └── UnsupportedParameter     400 code=unsupported_parameter
+    ├── AuthenticationFailed         401 code=invalid_api_key
+    ├── NotFound                     404 code=not_found
+    │   └── ModelNotFound            404 code=model_not_found
+    ├── MethodNotAllowed             405
+    ├── PayloadTooLarge              413
+    ├── QueueFull                    429 code=queue_full (+ Retry-After)
+    ├── Unavailable                  503 code=unavailable (queue timeout, shutting down, loading)
+    ├── ModelLoadFailed              500 code=model_load_failed
+    └── EngineFailure                500 code=engine_error
+
+Any module may raise these; nothing here knows about HTTP frameworks.
+"""
+
+from __future__ import annotations
+
+
+class ServerError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequest(ServerError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class UnsupportedParameter(InvalidRequest):
+    code = "unsupported_parameter"
+
+
+class AuthenticationFailed(ServerError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class NotFound(ServerError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class MethodNotAllowed(ServerError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(ServerError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class QueueFull(ServerError):
+    status = 429
+    type = "rate_limit_error"
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, param: str | None = None):
+        super().__init__(message, param=param)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class Unavailable(ServerError):
+    status = 503
+    type = "server_error"
+    code = "unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class ModelLoadFailed(ServerError):
+    code = "model_load_failed"
+
+
+class EngineFailure(ServerError):
+    code = "engine_error"

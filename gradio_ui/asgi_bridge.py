@@ -1,0 +1,176 @@
+"""Serve an ASGI application under a path prefix of a Sanic app, on Sanic's own server and loop.
+
+It lets the Gradio UI live at `/chat` while Sanic keeps its native server, which cancels a
+handler when its client disconnects (the generation scheduler relies on that). `mount_asgi`:
+
+- routes `prefix` (a redirect to `prefix/`, as a page with relative links needs), `prefix/` and
+  `prefix/<path>`, for every method, to the ASGI app; the app sees the full path (root_path "");
+- hands the app the request body in one `http.request` message, and `http.disconnect` once the
+  client has gone (Sanic cancels the handler) or the response is complete;
+- streams a response chunk by chunk, so SSE flows at once; a response complete in its first body
+  message is sent whole, and a HEAD response is always buffered (sanic 25.12 raises on a
+  streamed response to HEAD);
+- drives the app's lifespan: startup in `after_server_start` (after every startup listener, on
+  the running loop), shutdown in `before_server_stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable
+from urllib.parse import unquote
+
+from sanic import Request, Sanic
+from sanic.compat import Header
+from sanic.response import HTTPResponse, redirect
+
+ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+DISCONNECT_GRACE_S = 1.0  # time the app gets to end by itself after `http.disconnect`
+HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding"}
+
+log = logging.getLogger(__name__)
+
+
+def mount_asgi(app: Sanic, prefix: str, asgi_app: ASGIApp) -> None:
+    """Route `prefix`, `prefix/` and `prefix/<path>` of `app` to `asgi_app` and drive its lifespan."""
+    prefix = "/" + prefix.strip("/")
+    if prefix == "/":
+        raise ValueError("mount_asgi needs a non-root prefix such as '/chat'")
+    name = "asgi" + prefix.replace("/", "_")
+    lifespan = Lifespan(asgi_app)
+
+    async def to_slash(request: Request, **_: Any) -> HTTPResponse:
+        query = f"?{request.query_string}" if request.query_string else ""
+        return redirect(prefix + "/" + query, status=307)
+
+    async def forward(request: Request, **_: Any) -> HTTPResponse | None:
+        return await Exchange(request).run(asgi_app)
+
+    for uri, handler, suffix in ((prefix, to_slash, "redirect"), (prefix + "/", forward, "root"),
+                                 (prefix + "/<path:path>", forward, "path")):
+        app.add_route(handler, uri, methods=METHODS, strict_slashes=True, name=f"{name}_{suffix}")
+    app.register_listener(lifespan.startup, "after_server_start")
+    app.register_listener(lifespan.shutdown, "before_server_stop")
+
+
+def asgi_scope(request: Request) -> dict:
+    """The ASGI `http` scope of a Sanic request."""
+    info = request.conn_info
+    raw_path = request.path.encode("latin-1")
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": request.version,
+        "method": request.method,
+        "scheme": request.scheme,
+        "path": unquote(request.path),
+        "raw_path": raw_path,
+        "root_path": "",
+        "query_string": request.query_string.encode("latin-1"),
+        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()],
+        "client": (request.ip, request.port) if info else None,
+        "server": (info.server, info.server_port) if info else None,
+        "state": {},
+    }
+
+
+class Exchange:
+    """One request/response between Sanic and the ASGI app."""
+
+    def __init__(self, request: Request):
+        self.request = request
+        self.head_only = request.method == "HEAD"
+        self.body_given = False
+        self.gone = asyncio.Event()  # client disconnected or response complete
+        self.status = 500
+        self.headers = Header()
+        self.started = False
+        self.buffer: list[bytes] = []
+        self.stream: Any = None  # Sanic's streaming response, once the first chunk is out
+
+    async def run(self, asgi_app: ASGIApp) -> HTTPResponse | None:
+        task = asyncio.ensure_future(asgi_app(asgi_scope(self.request), self.receive, self.send))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:  # Sanic cancels the handler when the client disconnects
+            self.gone.set()
+            try:
+                await asyncio.wait({task}, timeout=DISCONNECT_GRACE_S)
+            finally:
+                task.cancel()
+            raise
+        finally:
+            self.gone.set()
+        if self.stream is not None:
+            await self.stream.eof()  # no-op when the app already sent its last chunk
+            return None
+        if not self.started:
+            raise RuntimeError("ASGI app returned without starting a response")
+        return HTTPResponse(b"".join(self.buffer), status=self.status, headers=self.headers)
+
+    async def receive(self) -> dict:
+        if not self.body_given:
+            self.body_given = True
+            return {"type": "http.request", "body": self.request.body or b"", "more_body": False}
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict) -> None:
+        if self.gone.is_set():
+            return  # the client has gone: drop what the app still sends
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+            for key, value in message.get("headers", []):
+                if key.lower() not in HOP_BY_HOP:
+                    self.headers.add(key.decode("latin-1"), value.decode("latin-1"))
+        elif message["type"] == "http.response.body":
+            body, more = message.get("body", b""), message.get("more_body", False)
+            if self.stream is None and (self.head_only or not more):
+                self.buffer.append(body)  # sent whole by `run`
+                return
+            if self.stream is None:
+                self.stream = await self.request.respond(status=self.status, headers=self.headers)
+            if body:
+                await self.stream.send(body)
+            if not more:
+                await self.stream.eof()
+
+
+class Lifespan:
+    """Drives the ASGI lifespan protocol of one app from Sanic listeners."""
+
+    def __init__(self, asgi_app: ASGIApp):
+        self.app = asgi_app
+        self.inbox: asyncio.Queue[dict] = asyncio.Queue()
+        self.replies: asyncio.Queue[dict] = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+
+    async def startup(self, _app: Sanic) -> None:
+        self.inbox, self.replies = asyncio.Queue(), asyncio.Queue()  # bound to the running loop
+        self.task = asyncio.ensure_future(self._run())
+        await self._ask("lifespan.startup")
+
+    async def shutdown(self, _app: Sanic) -> None:
+        if self.task is None or self.task.done():
+            return
+        await self._ask("lifespan.shutdown")
+        await asyncio.wait({self.task}, timeout=5)
+        self.task.cancel()
+
+    async def _run(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+        try:
+            await self.app(scope, self.inbox.get, self.replies.put)
+        except Exception:  # an app without lifespan support may raise; the spec says ignore it
+            log.debug("ASGI app ended its lifespan with an exception", exc_info=True)
+        await self.replies.put({"type": "lifespan.ended"})
+
+    async def _ask(self, kind: str) -> None:
+        await self.inbox.put({"type": kind})
+        reply = await self.replies.get()
+        if reply["type"] == f"{kind}.failed":
+            raise RuntimeError(f"ASGI {kind} failed: {reply.get('message', '')}")

@@ -1,0 +1,31 @@
+"""What the chat UI needs from the server: the `ChatBackend` interface.
+
+The server implements it on top of the generation scheduler, so a UI chat goes through the same
+queue, limits, auth and metrics as an HTTP API request. The UI never sees HTTP types.
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator, Protocol
+
+
+class ChatBackend(Protocol):
+    def chat_models(self) -> list[str]:
+        """The chat models, as listed by `/v1/models`."""
+        ...
+
+    def default_model(self) -> str: ...
+
+    def check_key(self, key: str) -> None:
+        """Raise `errors.AuthenticationFailed` for a wrong or missing key (same check as the API)."""
+        ...
+
+    def stream_chat(
+        self, *, api_key: str, model: str, messages: list[dict], temperature: float, max_tokens: int
+    ) -> AsyncIterator[str]:
+        """Yield text deltas of the reply to `messages` (OpenAI-style role/content dicts).
+
+        Raises `errors.ServerError` subclasses whose `.message` a user can read. When the consumer
+        stops iterating (`aclose()` or a cancelled task), the generation is stopped.
+        """
+        ...

@@ -1,0 +1,90 @@
+"""Which `.gguf` chat models exist in MODELS_DIR, which one is the default, and how each formats chats.
+
+The folder is listed on every call, so a file copied in while the server runs shows up in
+`/v1/models` at once. A model's chat format is read from its GGUF metadata once per file version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from errors import ModelLoadFailed, ModelNotFound
+from models.chat_template import FALLBACK_CHATML, ChatFormat
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    id: str  # the file name, e.g. "SmolLM2-135M-Instruct.Q4_1.gguf"
+    path: Path
+    created: int
+    size: int
+
+
+class ModelRegistryError(RuntimeError):
+    """MODELS_DIR / MODEL_NAME do not name one usable default model."""
+
+
+class ModelRegistry:
+    def __init__(self, models_dir: Path, default_name: str = ""):
+        self.models_dir = Path(models_dir)
+        self._default_name = default_name
+
+    def list(self) -> list[ModelFile]:
+        if not self.models_dir.is_dir():
+            return []
+        files = sorted(p for p in self.models_dir.glob("*.gguf") if p.is_file())
+        return [ModelFile(p.name, p, int(p.stat().st_mtime), p.stat().st_size) for p in files]
+
+    def default(self) -> ModelFile:
+        files = self.list()
+        if self._default_name:
+            return self.get(self._default_name)
+        if len(files) == 1:
+            return files[0]
+        if not files:
+            raise ModelRegistryError(f"no .gguf model in {self.models_dir.resolve()}; run `make run` or copy one in")
+        names = ", ".join(f.id for f in files)
+        raise ModelRegistryError(f"{len(files)} models in {self.models_dir}: {names}; set MODEL_NAME to one of them")
+
+    def get(self, name: str) -> ModelFile:
+        """Look a model up by file name, with or without the `.gguf` suffix."""
+        for model in self.list():
+            if name in (model.id, model.path.stem):
+                return model
+        raise ModelNotFound(f"The model `{name}` does not exist", param="model")
+
+    def chat_format(self, model: ModelFile) -> ChatFormat:
+        return _read_chat_format(model.path, model.created, model.size)
+
+
+@lru_cache(maxsize=32)
+def _read_chat_format(path: Path, _mtime: int, _size: int) -> ChatFormat:
+    import gguf  # heavy import, needed only here
+
+    try:
+        reader = gguf.GGUFReader(path)
+    except Exception as exc:  # a truncated or foreign file
+        raise ModelLoadFailed(f"{path.name} is not a readable GGUF file: {exc}") from None
+    template = _string_field(reader, "tokenizer.chat_template")
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+
+    def token(key: str) -> str:
+        field = reader.fields.get(key)
+        if field is None or tokens is None:
+            return ""
+        index = int(field.parts[field.data[0]][0])
+        return bytes(tokens.parts[tokens.data[index]]).decode("utf-8", "replace")
+
+    bos, eos = token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id")
+    if template is None:
+        return ChatFormat(FALLBACK_CHATML, bos, eos, from_file=False)
+    return ChatFormat(template, bos, eos)
+
+
+def _string_field(reader, key: str) -> str | None:
+    field = reader.fields.get(key)
+    if field is None:
+        return None
+    return bytes(field.parts[field.data[0]]).decode("utf-8", "replace")

@@ -1,0 +1,299 @@
+"""The embedding micro-batcher: many clients' inputs, one `encode` call at a time.
+
+It owns the embedding queue, the one worker task that cuts batches, and the single-thread
+executor the model runs on. Rules:
+
+* **Lone requests go at once.** When the model is idle and nothing waits, an arriving request
+  is dispatched immediately. Batches grow only while the model is busy: inputs that arrive
+  during a batch wait, and when the batch ends the next one is cut as soon as it holds
+  `max_batch` inputs or `max_wait_ms` have passed since the oldest waiting input arrived
+  (usually already true, so the extra wait is at most `max_wait_ms` and often zero).
+* **Fair shares.** Each batch is shared among waiting requests by water-filling in arrival
+  order: every request gets an equal share of the `max_batch` slots (small requests take all
+  they need, the rest is split again, earlier requests get the odd slots). A 2000-input
+  request therefore progresses in every batch, but a single input that arrives behind it rides
+  in the very next batch instead of waiting for all 2000. Rows are written back by index, so
+  each caller gets its rows in input order however its inputs were split.
+* **Every future is resolved.** A failing batch fails each of its requests with EngineFailure
+  (type and message, no traceback) and the worker carries on. `stop()` answers every waiter,
+  queued or in flight, with Unavailable. A waiter whose task is cancelled (client gone) is
+  removed at once, so its not-yet-batched inputs never reach `encode`.
+* **Bounded.** More than `max_queue` inputs waiting raises QueueFull at once (429).
+
+Observability: `batch_listeners` are called with (batch_size, seconds of encode) after every
+batch, `queue_listeners` with the seconds a request waited before its first input entered a
+batch; `queue_depth`, `busy` and the counters are plain properties/attributes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from errors import EngineFailure, InvalidRequest, QueueFull, Unavailable
+from models.embedding_engine import EmbeddingEngine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)  # identity hashing: requests are keys of the pending dict
+class _Request:
+    texts: list[str]
+    future: asyncio.Future
+    enqueued_at: float
+    taken: int = 0  # inputs already handed to a batch (they are taken in order)
+    delivered: int = 0  # inputs whose rows have arrived
+    rows: np.ndarray | None = None
+    first_batch_at: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def waiting(self) -> int:
+        return len(self.texts) - self.taken
+
+
+_Part = tuple[_Request, int, int]  # (request, first input index, count)
+
+
+class EmbeddingBatcher:
+    def __init__(self, engine: EmbeddingEngine, *, max_batch: int = 64, max_wait_ms: float = 5.0,
+                 max_queue: int = 4096, executor: Executor | None = None):
+        if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch and max_queue must be >= 1 and max_wait_ms >= 0")
+        self.engine = engine
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.max_queue = max_queue
+        self._own_executor = executor is None
+        self._executor = executor
+        self.batch_listeners: list[Callable[[int, float], None]] = []
+        self.queue_listeners: list[Callable[[float], None]] = []
+        self.batches_run = 0
+        self.batches_failed = 0
+        self.inputs_embedded = 0
+        self._pending: dict[_Request, None] = {}  # insertion-ordered set: arrival order
+        self._depth = 0
+        self._in_flight: list[_Part] = []
+        self._busy = False
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_settings(cls, engine: EmbeddingEngine, settings, executor: Executor | None = None) -> "EmbeddingBatcher":
+        return cls(engine, max_batch=settings.embed_max_batch, max_wait_ms=settings.embed_max_wait_ms,
+                   max_queue=settings.embed_max_queue, executor=executor)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.running:
+            return
+        self._loop = asyncio.get_running_loop()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedding-engine")
+        self._wakeup = asyncio.Event()
+        self._worker = asyncio.create_task(self._run(), name="embedding-batcher")
+        self._worker.add_done_callback(self._on_worker_done)
+
+    async def stop(self) -> None:
+        """Stop serving; every queued or in-flight waiter gets Unavailable."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+        self._fail_everyone(lambda: Unavailable("the embedding service is shutting down"))
+        if self._own_executor and self._executor is not None:
+            # An encode already running finishes in its thread; its result is discarded.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    async def __aenter__(self) -> "EmbeddingBatcher":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.stop()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None and not self._worker.done()
+
+    @property
+    def queue_depth(self) -> int:
+        """Inputs waiting for a batch (inputs of the running batch are not counted)."""
+        return self._depth
+
+    @property
+    def busy(self) -> bool:
+        """True while an `encode` call runs."""
+        return self._busy
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed `texts`; returns float32 rows in input order."""
+        if not self.running:
+            raise Unavailable("the embedding service is not running")
+        if not texts:
+            return np.empty((0, self.engine.dimensions), dtype=np.float32)
+        if len(texts) > self.max_queue:
+            raise InvalidRequest(
+                f"{len(texts)} inputs exceed the embedding queue size ({self.max_queue}, EMBED_MAX_QUEUE)",
+                param="input",
+            )
+        if self._depth + len(texts) > self.max_queue:
+            raise QueueFull(f"the embedding queue is full ({self._depth} inputs waiting)", retry_after_s=1)
+        request = _Request(list(texts), self._loop.create_future(), self._loop.time())
+        self._pending[request] = None
+        self._depth += len(texts)
+        self._wakeup.set()
+        try:
+            return await request.future
+        except asyncio.CancelledError:
+            self._withdraw(request)  # client gone: its waiting inputs never reach encode
+            raise
+
+    async def count_tokens(self, texts: list[str]) -> list[int]:
+        """The engine's token counts, run on the engine's thread (its tokenizer is not thread-safe)."""
+        return await self._on_engine_thread(self.engine.count_tokens, list(texts))
+
+    async def decode(self, token_ids: list[int]) -> str:
+        return await self._on_engine_thread(self.engine.decode, list(token_ids))
+
+    # -- worker -------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        after_batch = False
+        while True:
+            if not self._pending:
+                after_batch = False
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue  # idle wake-up: dispatch at once, no gathering
+            if after_batch and self.max_wait_s > 0:
+                await self._gather()
+            parts, texts = self._take_batch()
+            if texts:
+                await self._run_batch(parts, texts)
+            after_batch = bool(texts)
+
+    async def _gather(self) -> None:
+        """Wait for the batch to fill, until max_wait after the oldest waiting input arrived."""
+        oldest = next(iter(self._pending))
+        deadline = oldest.enqueued_at + self.max_wait_s
+        while self._pending and self._depth < self.max_batch:
+            timeout = deadline - self._loop.time()
+            if timeout <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            except asyncio.TimeoutError:
+                return
+
+    def _take_batch(self) -> tuple[list[_Part], list[str]]:
+        shares: dict[_Request, int] = {}
+        budget = self.max_batch
+        hungry = [r for r in self._pending if not r.future.done()]
+        while budget > 0 and hungry:  # water-filling, see the module docstring
+            share = max(1, budget // len(hungry))
+            still_hungry = []
+            for request in hungry:
+                give = min(share, request.waiting - shares.get(request, 0), budget)
+                shares[request] = shares.get(request, 0) + give
+                budget -= give
+                if shares[request] < request.waiting:
+                    still_hungry.append(request)
+                if budget == 0:
+                    break
+            hungry = still_hungry
+        parts: list[_Part] = []
+        texts: list[str] = []
+        for request, count in shares.items():
+            parts.append((request, request.taken, count))
+            texts.extend(request.texts[request.taken : request.taken + count])
+            request.taken += count
+            self._depth -= count
+            if request.waiting == 0:
+                del self._pending[request]
+        return parts, texts
+
+    async def _run_batch(self, parts: list[_Part], texts: list[str]) -> None:
+        started = self._loop.time()
+        for request, _, _ in parts:
+            if request.first_batch_at is None:
+                request.first_batch_at = started
+                self._notify(self.queue_listeners, started - request.enqueued_at)
+        self._busy, self._in_flight = True, parts
+        try:
+            rows = await self._loop.run_in_executor(self._executor, self.engine.encode, texts)
+            rows = np.asarray(rows, dtype=np.float32)
+            if rows.ndim != 2 or rows.shape[0] != len(texts):
+                raise RuntimeError(f"engine returned shape {rows.shape} for {len(texts)} inputs")
+        except Exception as exc:  # noqa: BLE001 - any engine failure goes to the waiters
+            self.batches_failed += 1
+            message = f"embedding failed: {type(exc).__name__}: {str(exc)[:200]}".rstrip(": ")
+            self._fail_parts(parts, lambda: EngineFailure(message))
+        else:
+            self._deliver(parts, rows)
+            self.inputs_embedded += len(texts)
+        finally:
+            self._busy, self._in_flight = False, []
+        self.batches_run += 1
+        self._notify(self.batch_listeners, len(texts), self._loop.time() - started)
+
+    def _deliver(self, parts: list[_Part], rows: np.ndarray) -> None:
+        offset = 0
+        for request, start, count in parts:
+            if not request.future.done():
+                if request.rows is None:
+                    request.rows = np.empty((len(request.texts), rows.shape[1]), dtype=np.float32)
+                request.rows[start : start + count] = rows[offset : offset + count]
+                request.delivered += count
+                if request.delivered == len(request.texts):
+                    request.future.set_result(request.rows)
+            offset += count
+
+    # -- failure paths ------------------------------------------------------------------------
+
+    def _withdraw(self, request: _Request) -> None:
+        if request in self._pending:
+            del self._pending[request]
+            self._depth -= request.waiting
+
+    def _fail_parts(self, parts: list[_Part], make_error: Callable[[], Exception]) -> None:
+        for request, _, _ in parts:
+            self._withdraw(request)  # its later inputs are pointless now
+            if not request.future.done():
+                request.future.set_exception(make_error())
+
+    def _fail_everyone(self, make_error: Callable[[], Exception]) -> None:
+        everyone = [(r, 0, 0) for r in self._pending] + list(self._in_flight)
+        self._in_flight = []
+        self._fail_parts(everyone, make_error)
+        self._busy = False
+
+    def _on_worker_done(self, task: asyncio.Task) -> None:
+        # Last resort: if the worker ever dies of a bug, nobody may wait forever.
+        if not task.cancelled() and task.exception() is not None:
+            log.error("embedding batcher worker died", exc_info=task.exception())
+            self._fail_everyone(lambda: EngineFailure("the embedding worker stopped unexpectedly"))
+
+    async def _on_engine_thread(self, fn, *args):
+        if not self.running:
+            raise Unavailable("the embedding service is not running")
+        return await self._loop.run_in_executor(self._executor, fn, *args)
+
+    @staticmethod
+    def _notify(listeners: list[Callable], *args) -> None:
+        for listener in list(listeners):
+            try:
+                listener(*args)
+            except Exception:  # noqa: BLE001 - a metrics hook must not break serving
+                log.exception("embedding batcher listener failed")

@@ -1,0 +1,179 @@
+"""The generation scheduler: a bounded FIFO in front of one worker per loaded model.
+
+    submit() ─► pending (≤ MAX_QUEUE) ─► dispatcher ─► ModelWorker(model).queue ─► model thread
+
+`submit` answers at once: a job, or QueueFull (429) when MAX_QUEUE jobs already wait. The
+dispatcher hands jobs over in arrival order; a job for a model that is not loaded loads it on
+demand, first unloading the least recently used idle model when MAX_LOADED_MODELS are loaded.
+A job whose client left before it started is dropped from the count at once and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Callable
+
+from errors import QueueFull, Unavailable
+from models.interfaces import ChatEngine, SamplingParams
+from scheduler.jobs import GenerationJob
+from scheduler.worker import ModelWorker
+
+JobListener = Callable[[GenerationJob], None]
+
+
+class GenerationScheduler:
+    def __init__(
+        self,
+        load_engine: Callable[[str], ChatEngine],
+        *,
+        max_queue: int = 32,
+        max_loaded: int = 1,
+        queue_timeout_s: float = 120.0,
+        generation_timeout_s: float = 300.0,
+    ):
+        self._load_engine = load_engine
+        self.max_queue = max_queue
+        self.max_loaded = max_loaded
+        self.queue_timeout_s = queue_timeout_s
+        self.generation_timeout_s = generation_timeout_s
+        self.workers: dict[str, ModelWorker] = {}
+        self.pending: set[GenerationJob] = set()  # submitted, not yet started
+        self.listeners: list[JobListener] = []  # called with every finished job
+        self.rejected = 0
+        self.cancelled = 0
+        self._incoming: asyncio.Queue[GenerationJob] | None = None
+        self._dispatcher: asyncio.Task | None = None
+        self._closing = False
+        self._recent_seconds: list[float] = []
+
+    # ---- life cycle --------------------------------------------------------------------------
+
+    async def start(self, preload: str | None = None) -> None:
+        self._incoming = asyncio.Queue()
+        self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch(), name="generation-dispatcher")
+        if preload is not None:
+            await self._worker_for(preload)
+
+    async def close(self, grace_s: float = 10.0) -> None:
+        """Refuse new jobs, answer waiting ones, let running ones finish up to grace_s."""
+        self._closing = True
+        for job in list(self.pending):
+            self.pending.discard(job)
+            job.fail_before_start(Unavailable("the server is shutting down"))
+        running = [w.running for w in self.workers.values() if w.running is not None]
+        deadline = time.monotonic() + grace_s
+        while any(j.finished_at is None for j in running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for job in running:
+            if job.finished_at is None:
+                job.cancel("shutdown")
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+        for worker in list(self.workers.values()):
+            await worker.close()
+        self.workers.clear()
+
+    # ---- submitting --------------------------------------------------------------------------
+
+    def submit(self, model: str, prompt: str, params: SamplingParams, *, origin: str = "api") -> GenerationJob:
+        if self._closing or self._incoming is None:
+            raise Unavailable("the server is shutting down" if self._closing else "the scheduler is not running")
+        if len(self.pending) >= self.max_queue:
+            self.rejected += 1
+            raise QueueFull(
+                f"the generation queue is full ({self.max_queue} requests waiting); retry later",
+                retry_after_s=self._retry_after(),
+            )
+        job = GenerationJob(model, prompt, params, origin=origin)
+        job._on_cancel = self._forget
+        self.pending.add(job)
+        self._incoming.put_nowait(job)
+        return job
+
+    def _forget(self, job: GenerationJob) -> None:
+        if job in self.pending:
+            self.pending.discard(job)
+            self.cancelled += 1
+        elif job.finished_at is None:
+            self.cancelled += 1  # cancelled while running
+
+    def _retry_after(self) -> int:
+        typical = sorted(self._recent_seconds)[len(self._recent_seconds) // 2] if self._recent_seconds else 1.0
+        return max(1, math.ceil(typical * len(self.pending) / max(1, len(self.workers))))
+
+    # ---- dispatching -------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while True:
+            job = await self._incoming.get()
+            if job.cancelled:
+                continue
+            worker = await self._worker_for(job.model)
+            worker.queue.put_nowait(job)
+            worker.idle.clear()
+
+    async def _worker_for(self, model: str) -> ModelWorker:
+        worker = self.workers.get(model)
+        if worker is not None and worker.state != "failed":
+            return worker
+        if worker is not None:  # a failed load: drop it and try the file again
+            await self._unload(worker)
+        while len(self.workers) >= self.max_loaded:
+            idle = [w for w in self.workers.values() if w.is_idle]
+            if idle:
+                await self._unload(min(idle, key=lambda w: w.last_used))
+            else:
+                waiters = [asyncio.ensure_future(w.idle.wait()) for w in self.workers.values()]
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
+        worker = ModelWorker(
+            model,
+            lambda: self._load_engine(model),
+            generation_timeout_s=self.generation_timeout_s,
+            on_start=self._on_start,
+            on_done=self._on_done,
+        )
+        self.workers[model] = worker
+        worker.start()
+        return worker
+
+    async def _unload(self, worker: ModelWorker) -> None:
+        self.workers.pop(worker.model, None)
+        await worker.close()
+
+    def _on_start(self, job: GenerationJob) -> bool:
+        """The worker took `job` off its queue; False means skip it (its client left)."""
+        if job not in self.pending:
+            return False
+        self.pending.discard(job)
+        return True
+
+    def _on_done(self, job: GenerationJob) -> None:
+        if job.generation_time is not None:
+            self._recent_seconds = (self._recent_seconds + [job.generation_time])[-50:]
+        for listener in self.listeners:
+            listener(job)
+
+    # ---- state for /health and /metrics ------------------------------------------------------
+
+    async def wait_loaded(self, model: str) -> ModelWorker:
+        """Wait until `model`'s worker has finished loading (or failed)."""
+        worker = self.workers[model]
+        while worker.state == "loading":
+            await asyncio.sleep(0.02)
+        return worker
+
+    def model_state(self, model: str) -> tuple[str, str | None]:
+        worker = self.workers.get(model)
+        if worker is None:
+            return "unloaded", None
+        return worker.state, worker.load_error.message if worker.load_error else None
+
+    @property
+    def running(self) -> int:
+        return sum(1 for w in self.workers.values() if w.running is not None)

@@ -1,0 +1,129 @@
+"""One loaded chat model: its own thread, its own FIFO, one job at a time.
+
+GPT4All segfaults when one instance is used from two threads at once, so the engine is created,
+used and closed only on this worker's single-thread executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from errors import EngineFailure, ServerError
+from models.interfaces import ChatEngine, GenerationOutcome
+from scheduler.jobs import GenerationJob
+from scheduler.stop_filter import StopFilter
+
+
+class ModelWorker:
+    def __init__(
+        self,
+        model: str,
+        load_engine: Callable[[], ChatEngine],
+        *,
+        generation_timeout_s: float,
+        on_start: Callable[[GenerationJob], bool],
+        on_done: Callable[[GenerationJob], None],
+    ):
+        self.model = model
+        self.state = "loading"  # loading -> ready | failed -> closed
+        self.load_error: ServerError | None = None
+        self.queue: asyncio.Queue[GenerationJob] = asyncio.Queue()
+        self.running: GenerationJob | None = None
+        self.last_used = time.monotonic()
+        self.idle = asyncio.Event()
+        self._load_engine = load_engine
+        self._timeout = generation_timeout_s
+        self._on_start = on_start
+        self._on_done = on_done
+        self._engine: ChatEngine | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"gen-{model}")
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"worker:{self.model}")
+
+    @property
+    def is_idle(self) -> bool:
+        return self.running is None and self.queue.empty() and self.state != "loading"
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self._engine = await loop.run_in_executor(self._executor, self._load_engine)
+            self.state = "ready"
+        except ServerError as exc:
+            self.state, self.load_error = "failed", exc
+        except Exception as exc:  # anything else the native loader raises
+            self.state, self.load_error = "failed", ServerError(f"could not load {self.model}: {exc}")
+        while True:
+            if self.queue.empty():
+                self.idle.set()
+            job = await self.queue.get()
+            self.idle.clear()
+            if self.state == "failed":
+                job.fail_before_start(self.load_error)
+                self._on_start(job)
+                continue
+            if not self._on_start(job):  # cancelled while waiting: skip it
+                continue
+            self.running, self.last_used = job, time.monotonic()
+            try:
+                await loop.run_in_executor(self._executor, self._execute, job)
+            finally:
+                self.running = None
+                self._on_done(job)
+
+    def _execute(self, job: GenerationJob) -> None:
+        """Runs on the model's thread."""
+        job.mark_started()
+        stop_filter = StopFilter(job.params.stop)
+        deadline = time.monotonic() + self._timeout
+        reason: list[str] = []
+
+        def on_text(piece: str) -> bool:
+            if job.cancelled:
+                reason.append("cancelled")
+                return False
+            text, stopped = stop_filter.feed(piece)
+            if text:
+                job.post(text)
+            if stopped:
+                reason.append("stop")
+                return False
+            if time.monotonic() > deadline:
+                reason.append("length")  # GENERATION_TIMEOUT_S: end it like a length limit
+                return False
+            return True
+
+        try:
+            outcome = self._engine.generate(job.prompt, job.params, on_text)
+        except ServerError as exc:
+            job.finish(error=exc)
+            return
+        except Exception as exc:
+            job.finish(error=EngineFailure(f"generation failed in {self.model}: {type(exc).__name__}: {exc}"))
+            return
+        if not reason or reason[0] == "cancelled":
+            tail = stop_filter.flush()
+            if tail:
+                job.post(tail)
+        if reason and reason[0] in ("stop", "length"):
+            outcome = GenerationOutcome(outcome.prompt_tokens, outcome.completion_tokens, reason[0])
+        job.finish(outcome)
+
+    async def close(self) -> None:
+        """Stop taking jobs and free the engine on its own thread."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._engine is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._engine.close)
+            self._engine = None
+        self._executor.shutdown(wait=False)
+        self.state = "closed"

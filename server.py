@@ -1,0 +1,128 @@
+"""The server: `create_app(settings)` wires routes, auth, schedulers and engines; `main()` runs it.
+
+Start-up loads the default chat model in the background (so `/health` can say "loading"), and
+shutdown answers every waiting job, lets running generations finish within a grace period, and
+frees the engines on their own threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from functools import partial
+from typing import Callable
+
+from sanic import Request, Sanic
+
+from api import auth, completions, system
+from api import errors as api_errors
+from api.generation import GenerationService
+from errors import ServerError
+from models.interfaces import ChatEngine
+from models.registry import ModelRegistry, ModelRegistryError
+from scheduler.generation import GenerationScheduler
+from settings import Settings, SettingsError
+
+log = logging.getLogger("server")
+
+ChatEngineFactory = Callable[[str], ChatEngine]
+
+
+def gpt4all_factory(settings: Settings, registry: ModelRegistry) -> ChatEngineFactory:
+    def load(model_id: str) -> ChatEngine:
+        from models.gpt4all_engine import GPT4AllEngine
+
+        model = registry.get(model_id)
+        registry.chat_format(model)  # reads and checks the metadata before native code sees the file
+        return GPT4AllEngine(
+            model.path, n_ctx=settings.n_ctx, n_threads=settings.threads, n_batch=settings.n_batch, device=settings.device
+        )
+
+    return load
+
+
+def create_app(settings: Settings, *, chat_engine_factory: ChatEngineFactory | None = None, name: str = "gpt4all_server") -> Sanic:
+    app = Sanic(name)
+    app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
+    app.config.RESPONSE_TIMEOUT = settings.queue_timeout_s + settings.generation_timeout_s + 30
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.ACCESS_LOG = False
+
+    registry = ModelRegistry(settings.models_dir, settings.model_name)
+    scheduler = GenerationScheduler(
+        chat_engine_factory or gpt4all_factory(settings, registry),
+        max_queue=settings.max_queue,
+        max_loaded=settings.max_loaded_models,
+        queue_timeout_s=settings.queue_timeout_s,
+        generation_timeout_s=settings.generation_timeout_s,
+    )
+    ctx = app.ctx
+    ctx.settings = settings
+    ctx.registry = registry
+    ctx.scheduler = scheduler
+    ctx.generation = GenerationService(
+        scheduler, registry, embedding_model=settings.embedding_model, max_n=settings.max_n, max_prompts=settings.max_prompts
+    )
+    ctx.extra_model_cards = []  # non-chat models (embeddings) listed by /v1/models
+    ctx.health_checks = []  # callables adding "<part>_state" entries to /health
+    ctx.default_model = None
+    ctx.startup_error = None
+
+    api_errors.install(app)
+    app.blueprint(system.bp)
+    app.blueprint(completions.bp)
+
+    @app.on_request(priority=100)
+    async def require_api_key(request: Request) -> None:
+        if auth.is_protected(request.path):
+            auth.check_key(settings.api_keys, settings.require_api_key, auth.bearer_token(request.headers.get("authorization")))
+
+    @app.before_server_start
+    async def start_generation(app: Sanic) -> None:
+        try:
+            ctx.default_model = registry.default().id
+        except ModelRegistryError as exc:
+            ctx.startup_error = str(exc)
+            log.error("no default chat model: %s", exc)
+        await scheduler.start(preload=ctx.default_model)
+
+    @app.before_server_stop
+    async def stop_generation(app: Sanic) -> None:
+        await scheduler.close(grace_s=min(10.0, settings.generation_timeout_s))
+
+    return app
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        sys.exit(f"error: {exc}")
+    settings, generated_key = settings.with_generated_key()
+    if generated_key:
+        # Printed once; child processes of the reloader inherit it through the environment.
+        os.environ["API_KEYS"] = generated_key
+        print(f"No API_KEYS set: generated this key for this run: {generated_key}", flush=True)
+    from sanic.worker.loader import AppLoader
+
+    loader = AppLoader(factory=partial(create_app, settings))
+    app = loader.load()
+    app.prepare(
+        host=settings.host,
+        port=settings.port,
+        single_process=not settings.reload,
+        auto_reload=settings.reload,
+        access_log=False,
+        motd=False,
+    )
+    print(f"Serving on http://{settings.host}:{settings.port} (docs: /docs, chat: /chat/, status: /status)", flush=True)
+    if settings.reload:
+        Sanic.serve(primary=app, app_loader=loader)
+    else:
+        Sanic.serve_single(primary=app)
+
+
+if __name__ == "__main__":
+    main()

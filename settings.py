@@ -1,0 +1,128 @@
+"""Every setting of the server, typed, described and read once from the environment.
+
+`Settings.from_env()` is the only place that reads `os.environ`; everything else receives the
+`Settings` object. Variable names are the field names in upper case (`models_dir` is
+`MODELS_DIR`). The README's configuration table is generated from the descriptions here
+(`python settings.py` prints it).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Server
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
+    reload: bool = Field(False, description="Restart the server when a source file changes (development).")
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger bodies get 413."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Comma-separated origins allowed by CORS; empty turns CORS off."
+    )
+
+    # Auth
+    api_keys: list[str] = Field(default_factory=list, description="Comma-separated API keys.")
+    require_api_key: bool = Field(True, description="Require `Authorization: Bearer <key>` on `/v1/*` and `/metrics`.")
+    default_api_key: str = Field("", description="Pre-fills the key field of `/chat` and `/status`; empty leaves it blank.")
+
+    # Chat models
+    models_dir: Path = Field(Path("models"), description="Folder of `.gguf` chat models.")
+    model_name: str = Field("", description="Default `.gguf` file; needed only when `MODELS_DIR` holds several.")
+    max_loaded_models: int = Field(1, ge=1, le=16, description="Chat models kept loaded at once (least recently used is unloaded).")
+    n_threads: int = Field(0, ge=0, description="Generation threads; 0 means all cores.")
+    n_ctx: int = Field(2048, ge=128, le=131072, description="Context window in tokens (prompt + completion).")
+    n_batch: int = Field(128, ge=1, le=4096, description="Prompt tokens evaluated per batch (GPT4All's own default, 8, is slower).")
+    device: str = Field("cpu", description="GPT4All device: `cpu`, `gpu`, `kompute`, `cuda` or a GPU name.")
+
+    # Generation scheduler
+    max_queue: int = Field(32, ge=1, description="Generation jobs allowed to wait; past it, 429.")
+    queue_timeout_s: float = Field(120.0, gt=0, description="A job waiting longer than this gets 503.")
+    generation_timeout_s: float = Field(300.0, gt=0, description="A generation running longer is stopped (`finish_reason: length`).")
+    max_n: int = Field(4, ge=1, le=16, description="Largest `n` (choices per request), generated one after another.")
+    max_prompts: int = Field(16, ge=1, description="Largest number of prompts in one `/v1/completions` request.")
+
+    # Embeddings
+    embedding_model: str = Field(
+        "all-MiniLM-L6-v2", description="`all-MiniLM-L6-v2` (embedded) or a local sentence-transformers folder."
+    )
+    embedding_device: str = Field("cpu", description="`cpu`, `cuda` or `mps`.")
+    embedding_threads: int = Field(0, ge=0, description="torch threads for embeddings; 0 means all cores.")
+    embed_max_batch: int = Field(64, ge=1, le=4096, description="Most inputs in one `encode` call.")
+    embed_max_wait_ms: float = Field(5.0, ge=0, description="Longest wait to fill a batch while the model is busy.")
+    embed_max_queue: int = Field(4096, ge=1, description="Inputs allowed to wait for the embedding model; past it, 429.")
+    max_embedding_inputs: int = Field(2048, ge=1, description="Most inputs in one `/v1/embeddings` request.")
+
+    # Training data
+    training_data_dir: Path = Field(Path("data/training"), description="Where ingested datasets (JSONL) are written.")
+    max_ingest_examples: int = Field(1000, ge=1, description="Most examples in one ingest request.")
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name, field in cls.model_fields.items():
+            raw = environ.get(name.upper())
+            if raw is None:
+                continue
+            if field.annotation is bool:
+                word = raw.strip().lower()
+                if word not in TRUE_WORDS | FALSE_WORDS:
+                    raise SettingsError(f"{name.upper()}={raw!r} is not a boolean (use true or false)")
+                values[name] = word in TRUE_WORDS
+            else:
+                values[name] = raw
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+            raise SettingsError(f"invalid configuration: {problems}") from None
+
+    def with_generated_key(self) -> tuple["Settings", str | None]:
+        """Return settings that never run open: a random key when keys are required but none set."""
+        if self.require_api_key and not self.api_keys:
+            key = "sk-local-" + secrets.token_urlsafe(24)
+            return self.model_copy(update={"api_keys": [key]}), key
+        return self, None
+
+    @property
+    def threads(self) -> int:
+        return self.n_threads or (os.cpu_count() or 1)
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a valid configuration."""
+
+
+def markdown_table() -> str:
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default_factory() if field.default_factory else field.default
+        if isinstance(default, list):
+            default = ",".join(default)
+        shown = f"`{default}`" if default not in ("", []) else "(empty)"
+        rows.append(f"| `{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

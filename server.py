@@ -10,17 +10,22 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from functools import partial
 from typing import Callable
 
 from sanic import Request, Sanic
 
-from api import auth, completions, system
+from api import auth, completions, embeddings, system, training
 from api import errors as api_errors
 from api.generation import GenerationService
+from api.protocol import ModelCard
+from data.training_store import TrainingStore
 from errors import ServerError
 from models.interfaces import ChatEngine
 from models.registry import ModelRegistry, ModelRegistryError
+from scheduler.embedding_batcher import EmbeddingBatcher
+from scheduler.embedding_service import EmbeddingService
 from scheduler.generation import GenerationScheduler
 from settings import Settings, SettingsError
 
@@ -42,7 +47,19 @@ def gpt4all_factory(settings: Settings, registry: ModelRegistry) -> ChatEngineFa
     return load
 
 
-def create_app(settings: Settings, *, chat_engine_factory: ChatEngineFactory | None = None, name: str = "gpt4all_server") -> Sanic:
+def load_embedding_engine(settings: Settings):
+    from models.embedding_engine import SentenceTransformerEngine
+
+    return SentenceTransformerEngine.from_settings(settings)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    chat_engine_factory: ChatEngineFactory | None = None,
+    embedding_engine_factory: Callable[[], object] | None = None,
+    name: str = "gpt4all_server",
+) -> Sanic:
     app = Sanic(name)
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
     app.config.RESPONSE_TIMEOUT = settings.queue_timeout_s + settings.generation_timeout_s + 30
@@ -64,14 +81,22 @@ def create_app(settings: Settings, *, chat_engine_factory: ChatEngineFactory | N
     ctx.generation = GenerationService(
         scheduler, registry, embedding_model=settings.embedding_model, max_n=settings.max_n, max_prompts=settings.max_prompts
     )
-    ctx.extra_model_cards = []  # non-chat models (embeddings) listed by /v1/models
-    ctx.health_checks = []  # callables adding "<part>_state" entries to /health
+    ctx.embeddings = EmbeddingService(
+        settings.embedding_model,
+        embedding_engine_factory or partial(load_embedding_engine, settings),
+        lambda engine: EmbeddingBatcher.from_settings(engine, settings),
+    )
+    ctx.training = TrainingStore(settings.training_data_dir)
+    ctx.extra_model_cards = [ModelCard(id=settings.embedding_model, created=int(time.time()), owned_by="sentence-transformers")]
+    ctx.health_checks = [lambda: {"embedding_model": settings.embedding_model, "embedding_state": ctx.embeddings.state}]
     ctx.default_model = None
     ctx.startup_error = None
 
     api_errors.install(app)
     app.blueprint(system.bp)
     app.blueprint(completions.bp)
+    app.blueprint(embeddings.bp)
+    app.blueprint(training.bp)
 
     @app.on_request(priority=100)
     async def require_api_key(request: Request) -> None:
@@ -86,10 +111,12 @@ def create_app(settings: Settings, *, chat_engine_factory: ChatEngineFactory | N
             ctx.startup_error = str(exc)
             log.error("no default chat model: %s", exc)
         await scheduler.start(preload=ctx.default_model)
+        await ctx.embeddings.start()
 
     @app.before_server_stop
     async def stop_generation(app: Sanic) -> None:
         await scheduler.close(grace_s=min(10.0, settings.generation_timeout_s))
+        await ctx.embeddings.stop()
 
     return app
 

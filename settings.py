@@ -119,6 +119,8 @@ def markdown_table() -> str:
         default = field.default_factory() if field.default_factory else field.default
         if isinstance(default, list):
             default = ",".join(default)
+        elif isinstance(default, bool):
+            default = str(default).lower()
         shown = f"`{default}`" if default not in ("", []) else "(empty)"
         rows.append(f"| `{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows)

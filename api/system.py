@@ -47,10 +47,12 @@ async def health(request: Request) -> HTTPResponse:
     state, error = ctx.scheduler.model_state(name) if name else ("failed", ctx.startup_error)
     if state == "unloaded":  # evicted for another model; it loads again on demand
         state = "ready"
-    body = {"status": "ok" if state == "ready" else state, "model": name, "model_state": state}
+    body = {"status": "ok", "model": name, "model_state": state}
     if error:
         body["error"] = error
     for check in ctx.health_checks:
         body.update(check())
-    ok = state == "ready" and all(v != "failed" and v != "loading" for k, v in body.items() if k.endswith("_state"))
-    return json_response(body, status=200 if ok else 503)
+    states = [v for k, v in body.items() if k.endswith("_state")]
+    if "failed" in states or "loading" in states:
+        body["status"] = "failed" if "failed" in states else "loading"
+    return json_response(body, status=200 if body["status"] == "ok" else 503)

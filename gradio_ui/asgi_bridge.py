@@ -39,21 +39,47 @@ def mount_asgi(app: Sanic, prefix: str, asgi_app: ASGIApp) -> None:
     prefix = "/" + prefix.strip("/")
     if prefix == "/":
         raise ValueError("mount_asgi needs a non-root prefix such as '/chat'")
+    mount = Mount(prefix, asgi_app)
     name = "asgi" + prefix.replace("/", "_")
-    lifespan = Lifespan(asgi_app)
-
-    async def to_slash(request: Request, **_: Any) -> HTTPResponse:
-        query = f"?{request.query_string}" if request.query_string else ""
-        return redirect(prefix + "/" + query, status=307)
-
-    async def forward(request: Request, **_: Any) -> HTTPResponse | None:
-        return await Exchange(request).run(asgi_app)
-
-    for uri, handler, suffix in ((prefix, to_slash, "redirect"), (prefix + "/", forward, "root"),
-                                 (prefix + "/<path:path>", forward, "path")):
+    for uri, handler, suffix in (
+        (prefix, mount.redirect, "redirect"),
+        (prefix + "/", mount.forward, "root"),
+        (prefix + "/<path:path>", mount.forward, "path"),
+    ):
         app.add_route(handler, uri, methods=METHODS, strict_slashes=True, name=f"{name}_{suffix}")
-    app.register_listener(lifespan.startup, "after_server_start")
-    app.register_listener(lifespan.shutdown, "before_server_stop")
+    app.register_listener(mount.startup, "after_server_start")
+    app.register_listener(mount.shutdown, "before_server_stop")
+
+
+class Mount:
+    """One ASGI app under one prefix: its routes' handlers and its lifespan listeners."""
+
+    def __init__(self, prefix: str, asgi_app: ASGIApp):
+        self.prefix = prefix
+        self.app = asgi_app
+        self.lifespan = Lifespan(asgi_app)
+        self.open: set[Exchange] = set()
+
+    async def redirect(self, request: Request, **_: Any) -> HTTPResponse:
+        query = f"?{request.query_string}" if request.query_string else ""
+        return redirect(self.prefix + "/" + query, status=307)
+
+    async def forward(self, request: Request, **_: Any) -> HTTPResponse | None:
+        exchange = Exchange(request)
+        self.open.add(exchange)
+        try:
+            return await exchange.run(self.app)
+        finally:
+            self.open.discard(exchange)
+
+    async def startup(self, _app: Sanic) -> None:
+        await self.lifespan.startup()
+
+    async def shutdown(self, _app: Sanic) -> None:
+        # Open streams (SSE) would hold Sanic's graceful shutdown for its whole timeout.
+        for exchange in list(self.open):
+            exchange.gone.set()
+        await self.lifespan.shutdown()
 
 
 def asgi_scope(request: Request) -> dict:
@@ -149,12 +175,12 @@ class Lifespan:
         self.replies: asyncio.Queue[dict] = asyncio.Queue()
         self.task: asyncio.Task | None = None
 
-    async def startup(self, _app: Sanic) -> None:
+    async def startup(self) -> None:
         self.inbox, self.replies = asyncio.Queue(), asyncio.Queue()  # bound to the running loop
         self.task = asyncio.ensure_future(self._run())
         await self._ask("lifespan.startup")
 
-    async def shutdown(self, _app: Sanic) -> None:
+    async def shutdown(self) -> None:
         if self.task is None or self.task.done():
             return
         await self._ask("lifespan.shutdown")

@@ -22,6 +22,9 @@ class ModelFile:
     size: int
 
 
+CHATML_MARKERS = ("<|im_start|>", "<|im_end|>")
+
+
 class ModelRegistryError(RuntimeError):
     """MODELS_DIR / MODEL_NAME do not name one usable default model."""
 
@@ -78,9 +81,24 @@ def _read_chat_format(path: Path, _mtime: int, _size: int) -> ChatFormat:
         return bytes(tokens.parts[tokens.data[index]]).decode("utf-8", "replace")
 
     bos, eos = token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id")
+    controls = _control_tokens(reader, tokens)
     if template is None:
-        return ChatFormat(FALLBACK_CHATML, bos, eos, from_file=False)
-    return ChatFormat(template, bos, eos)
+        return ChatFormat(FALLBACK_CHATML, bos, eos, from_file=False, control_tokens=controls + CHATML_MARKERS)
+    return ChatFormat(template, bos, eos, control_tokens=controls)
+
+
+def _control_tokens(reader, tokens) -> tuple[str, ...]:
+    """Texts of the tokens GGUF marks as control (3) or user-defined (4): they must not be typed in."""
+    types = reader.fields.get("tokenizer.ggml.token_type")
+    if types is None or tokens is None:
+        return ()
+    found = []
+    for index, part in enumerate(types.data):
+        if int(types.parts[part][0]) in (3, 4):
+            text = bytes(tokens.parts[tokens.data[index]]).decode("utf-8", "replace")
+            if len(text) > 1:
+                found.append(text)
+    return tuple(sorted(found, key=len, reverse=True))
 
 
 def _string_field(reader, key: str) -> str | None:

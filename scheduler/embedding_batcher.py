@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -49,8 +49,8 @@ class _Request:
     taken: int = 0  # inputs already handed to a batch (they are taken in order)
     delivered: int = 0  # inputs whose rows have arrived
     rows: np.ndarray | None = None
+    counts: list[int] | None = None  # exact tokens the model saw, per input
     first_batch_at: float | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def waiting(self) -> int:
@@ -138,10 +138,15 @@ class EmbeddingBatcher:
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         """Embed `texts`; returns float32 rows in input order."""
+        rows, _ = await self.embed_counted(texts)
+        return rows
+
+    async def embed_counted(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """Rows in input order, and the exact token count of each input (counted in the same batch)."""
         if not self.running:
             raise Unavailable("the embedding service is not running")
         if not texts:
-            return np.empty((0, self.engine.dimensions), dtype=np.float32)
+            return np.empty((0, self.engine.dimensions), dtype=np.float32), []
         if len(texts) > self.max_queue:
             raise InvalidRequest(
                 f"{len(texts)} inputs exceed the embedding queue size ({self.max_queue}, EMBED_MAX_QUEUE)",
@@ -198,9 +203,12 @@ class EmbeddingBatcher:
                 return
 
     def _take_batch(self) -> tuple[list[_Part], list[str]]:
+        # A cancelled waiter may still be listed if its task has not run its except-block yet.
+        for request in [r for r in self._pending if r.future.done()]:
+            self._withdraw(request)
         shares: dict[_Request, int] = {}
         budget = self.max_batch
-        hungry = [r for r in self._pending if not r.future.done()]
+        hungry = list(self._pending)
         while budget > 0 and hungry:  # water-filling, see the module docstring
             share = max(1, budget // len(hungry))
             still_hungry = []
@@ -232,32 +240,43 @@ class EmbeddingBatcher:
                 self._notify(self.queue_listeners, started - request.enqueued_at)
         self._busy, self._in_flight = True, parts
         try:
-            rows = await self._loop.run_in_executor(self._executor, self.engine.encode, texts)
+            rows, counts = await self._loop.run_in_executor(self._executor, self._encode_counted, texts)
             rows = np.asarray(rows, dtype=np.float32)
             if rows.ndim != 2 or rows.shape[0] != len(texts):
                 raise RuntimeError(f"engine returned shape {rows.shape} for {len(texts)} inputs")
         except Exception as exc:  # noqa: BLE001 - any engine failure goes to the waiters
             self.batches_failed += 1
-            message = f"embedding failed: {type(exc).__name__}: {str(exc)[:200]}".rstrip(": ")
+            # First line only: engines sometimes embed a whole traceback in their message.
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            message = f"embedding failed: {type(exc).__name__}" + (f": {detail}" if detail else "")
             self._fail_parts(parts, lambda: EngineFailure(message))
         else:
-            self._deliver(parts, rows)
+            self._deliver(parts, rows, counts)
             self.inputs_embedded += len(texts)
         finally:
-            self._busy, self._in_flight = False, []
+            self._busy = False
+        # Cleared only here: if the await above was cancelled (stop) or _deliver hit a bug,
+        # _in_flight still names the waiters that stop()/_on_worker_done must answer.
+        self._in_flight = []
         self.batches_run += 1
         self._notify(self.batch_listeners, len(texts), self._loop.time() - started)
 
-    def _deliver(self, parts: list[_Part], rows: np.ndarray) -> None:
+    def _encode_counted(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """Runs on the engine thread: the tokenizer is not thread-safe, so counting happens here too."""
+        return self.engine.encode(texts), self.engine.count_tokens(texts)
+
+    def _deliver(self, parts: list[_Part], rows: np.ndarray, counts: list[int]) -> None:
         offset = 0
         for request, start, count in parts:
             if not request.future.done():
                 if request.rows is None:
                     request.rows = np.empty((len(request.texts), rows.shape[1]), dtype=np.float32)
+                    request.counts = [0] * len(request.texts)
                 request.rows[start : start + count] = rows[offset : offset + count]
+                request.counts[start : start + count] = counts[offset : offset + count]
                 request.delivered += count
                 if request.delivered == len(request.texts):
-                    request.future.set_result(request.rows)
+                    request.future.set_result((request.rows, request.counts))
             offset += count
 
     # -- failure paths ------------------------------------------------------------------------

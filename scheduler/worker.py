@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from errors import EngineFailure, ServerError
+from errors import EngineFailure, ModelLoadFailed, ServerError
 from models.interfaces import ChatEngine, GenerationOutcome
 from scheduler.jobs import GenerationJob
 from scheduler.stop_filter import StopFilter
@@ -57,7 +57,7 @@ class ModelWorker:
         except ServerError as exc:
             self.state, self.load_error = "failed", exc
         except Exception as exc:  # anything else the native loader raises
-            self.state, self.load_error = "failed", ServerError(f"could not load {self.model}: {exc}")
+            self.state, self.load_error = "failed", ModelLoadFailed(f"could not load {self.model}: {exc}")
         while True:
             if self.queue.empty():
                 self.idle.set()
@@ -106,7 +106,7 @@ class ModelWorker:
         except Exception as exc:
             job.finish(error=EngineFailure(f"generation failed in {self.model}: {type(exc).__name__}: {exc}"))
             return
-        if not reason or reason[0] == "cancelled":
+        if not reason or reason[0] == "length":  # ended without a stop: the held-back text is output
             tail = stop_filter.flush()
             if tail:
                 job.post(tail)

@@ -1,0 +1,118 @@
+"""`GET /metrics` (JSON, or Prometheus text), the public `/status` dashboard, and request counting.
+
+`install(app)` registers the blueprint, a middleware pair that counts every response by route
+template (never the raw path, so label values stay bounded), method and status, and the hooks that
+feed the metrics from the embedding batcher once it exists. `/metrics` is protected by the auth
+middleware in server.py (`api/auth.py` lists it); `/status` and its assets are public, and the page
+asks for the key itself.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from pathlib import Path
+
+from prometheus_client.exposition import choose_encoder
+from sanic import Blueprint, Request, Sanic
+from sanic.response import HTTPResponse
+
+from api.http import json_response
+from api.system import VERSION
+from errors import NotFound
+from metrics import Metrics, build_snapshot
+from metrics.registry import UNMATCHED
+
+log = logging.getLogger("server.metrics")
+
+bp = Blueprint("observability")
+
+STATIC = Path(__file__).resolve().parent.parent / "metrics" / "static"
+ASSET_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+PROMETHEUS_TYPES = ("text/plain", "application/openmetrics-text")
+
+
+def _metrics(request: Request) -> Metrics:
+    return request.app.ctx.metrics
+
+
+def wants_prometheus(request: Request) -> bool:
+    """`?format=prometheus`, or an Accept header that names the text format (and no `?format=json`)."""
+    fmt = (request.args.get("format") or "").lower()
+    if fmt in ("prometheus", "openmetrics", "text"):
+        return True
+    if fmt == "json":
+        return False
+    accept = request.headers.get("accept", "")
+    return any(part.split(";")[0].strip() in PROMETHEUS_TYPES for part in accept.split(","))
+
+
+@bp.get("/metrics")
+async def metrics(request: Request) -> HTTPResponse:
+    if wants_prometheus(request):
+        encode, content_type = choose_encoder(request.headers.get("accept", ""))
+        return HTTPResponse(encode(_metrics(request).registry), content_type=content_type)
+    ctx = request.app.ctx
+    return json_response(build_snapshot(_metrics(request), default_model=ctx.default_model, version=VERSION))
+
+
+@bp.get("/status")
+async def status_page(request: Request) -> HTTPResponse:
+    page = (STATIC / "status.html").read_text(encoding="utf-8")
+    key = request.app.ctx.settings.default_api_key  # pre-fills the key field only when set explicitly
+    page = page.replace("{{DEFAULT_API_KEY}}", html.escape(key, quote=True))
+    return HTTPResponse(page, headers=PAGE_HEADERS, content_type="text/html; charset=utf-8")
+
+
+@bp.get("/status/assets/<name:str>")
+async def status_asset(request: Request, name: str) -> HTTPResponse:
+    path = STATIC / name
+    if "/" in name or name.startswith(".") or path.suffix not in ASSET_TYPES or not path.is_file():
+        raise NotFound(f"Unknown asset {name!r}")
+    headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+    return HTTPResponse(path.read_bytes(), headers=headers, content_type=ASSET_TYPES[path.suffix])
+
+
+def install(app: Sanic) -> None:
+    """Register the routes, count every response, and feed metrics from the embedding batcher."""
+    ctx = app.ctx
+    if getattr(ctx, "metrics", None) is None:
+        ctx.metrics = Metrics()
+    metrics: Metrics = ctx.metrics
+    metrics.bind(scheduler=getattr(ctx, "scheduler", None), embeddings=lambda: getattr(ctx, "embeddings", None))
+    app.blueprint(bp)
+
+    @app.on_request(priority=1000)  # before the auth check, so 401s are timed too
+    async def start_request_clock(request: Request) -> None:
+        request.ctx.metrics_started = time.perf_counter()
+
+    @app.on_response(priority=1000)
+    async def count_response(request: Request, response: HTTPResponse) -> None:
+        try:
+            started = getattr(request.ctx, "metrics_started", None)
+            seconds = None if started is None else time.perf_counter() - started
+            metrics.observe_request(request.uri_template or UNMATCHED, request.method, response.status, seconds)
+        except Exception:  # noqa: BLE001 - counting must never break a response
+            log.exception("could not record request metrics")
+
+    @app.after_server_start
+    async def attach_embedding_metrics(app: Sanic) -> None:
+        attach_embeddings(app)
+
+
+def attach_embeddings(app: Sanic) -> None:
+    """Hook for whoever creates `app.ctx.embeddings` later than start-up: call it again then (idempotent)."""
+    batcher = getattr(app.ctx, "embeddings", None)
+    if batcher is not None:
+        app.ctx.metrics.attach_embedding_batcher(batcher)

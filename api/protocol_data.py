@@ -1,0 +1,125 @@
+"""Request and response bodies of `/v1/embeddings` and `/v1/training/*` (OpenAI names where they exist)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"model": "all-MiniLM-L6-v2", "input": ["A quick brown fox", "jumps over the lazy dog"]}]},
+    )
+
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        ..., description="Text, texts, token ids, or lists of token ids (decoded with the model's tokenizer)."
+    )
+    model: str | None = Field(None, description="The embedding model; the configured one when absent.")
+    encoding_format: Literal["float", "base64"] = Field("float", description="`base64` is little-endian float32.")
+    dimensions: int | None = Field(None, ge=1, description="Only the model's own dimension count is accepted.")
+    user: str | None = Field(None, max_length=256)
+
+    @field_validator("input")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if value == "" or value == []:
+            raise ValueError("input must not be empty")
+        if isinstance(value, list) and any(item == "" or item == [] for item in value):
+            raise ValueError("input must not contain empty strings or empty token lists")
+        return value
+
+    def items(self) -> list[str] | list[list[int]]:
+        """Every input as text or as one list of token ids."""
+        if isinstance(self.input, str):
+            return [self.input]
+        if self.input and isinstance(self.input[0], int):
+            return [self.input]  # one list of token ids
+        return self.input
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+
+
+class TrainingExample(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = Field(None, min_length=1, max_length=128, description="Stable key; a hash of the prompt when absent.")
+    prompt: str = Field(..., min_length=1)
+    response: str = Field(..., min_length=1)
+    meta: dict[str, Any] | None = None
+
+
+class IngestRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset": "my-support-faq",
+                    "upsert": True,
+                    "store_embeddings": True,
+                    "examples": [
+                        {
+                            "prompt": "How do I reset my password?",
+                            "response": "Go to Settings > Account > Reset Password and follow the instructions.",
+                            "meta": {"source": "faq", "lang": "en"},
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+
+    dataset: str = Field(..., description="Letters, digits, `._-`, at most 64 characters.")
+    examples: list[TrainingExample] = Field(..., min_length=1)
+    upsert: bool = Field(False, description="Replace stored examples with the same key instead of skipping them.")
+    store_embeddings: bool = Field(False, description="Store an embedding of prompt + newline + response.")
+
+
+class IngestResponse(BaseModel):
+    object: Literal["training.ingest"] = "training.ingest"
+    dataset: str
+    inserted: int
+    updated: int
+    skipped: int
+    size: int
+
+
+class DatasetInfo(BaseModel):
+    name: str
+    examples: int
+    bytes: int
+    updated_at: str | None
+    has_embeddings: bool
+    corrupt_lines: int
+
+
+class DatasetList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DatasetInfo]
+
+
+class DatasetPage(BaseModel):
+    object: Literal["list"] = "list"
+    dataset: str
+    data: list[dict[str, Any]]
+    total: int
+    offset: int
+    limit: int
+    corrupt_lines: list[int]

@@ -1,0 +1,261 @@
+"""Helpers shared by the benchmarks: server subprocesses, statistics, tables, result files.
+
+Every benchmark module exposes `add_arguments(parser)` (its own options) and `main(args) -> rows`
+(a list of flat dicts, one per measured configuration). `bench/run_all.py` runs them in turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the project's packages (models, settings...) for any working directory
+    sys.path.insert(0, str(ROOT))
+RESULTS_DIR = ROOT / "bench" / "results"
+BENCH_API_KEY = "sk-bench-key"
+
+
+# ---- command-line options shared by every benchmark ------------------------------------------
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("common")
+    group.add_argument("--quick", action="store_true", help="small numbers for a smoke run (seconds, not minutes)")
+    group.add_argument("--runs", type=int, default=None, help="measured repetitions per configuration")
+    group.add_argument(
+        "--threads", type=int, default=None, help="engine threads for every system (default: N_THREADS or all cores)"
+    )
+    group.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where <benchmark>.json is written")
+    group.add_argument("--no-save", action="store_true", help="do not write result files")
+    group.add_argument("--json", action="store_true", help="also print every row as a JSON line at the end")
+
+
+def engine_threads(args: argparse.Namespace) -> int:
+    if getattr(args, "threads", None):
+        return args.threads
+    from_env = os.environ.get("N_THREADS", "")
+    return int(from_env) if from_env.strip() not in ("", "0") else (os.cpu_count() or 1)
+
+
+# ---- servers in subprocesses -----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    """A server started by a benchmark on loopback; `stop()` ends it (and only it)."""
+
+    name: str
+    process: subprocess.Popen
+    base_url: str
+    api_key: str
+    log_path: Path
+    _workdir: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+        return self.process.returncode
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_process(
+    name: str,
+    command: Sequence[str],
+    *,
+    port: int,
+    ready_path: str,
+    env: dict[str, str] | None = None,
+    api_key: str = BENCH_API_KEY,
+    ready_timeout_s: float = 180,
+    cwd: Path = ROOT,
+) -> ServerProcess:
+    """Start `command` (which must listen on 127.0.0.1:`port`) and wait until GET `ready_path` is 200."""
+    workdir = tempfile.TemporaryDirectory(prefix=f"bench-{name.replace(' ', '_')}-")
+    log_path = Path(workdir.name) / "server.log"
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        list(command),
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    log_file.close()
+    server = ServerProcess(name, process, f"http://127.0.0.1:{port}", api_key, log_path, workdir)
+    deadline = time.monotonic() + ready_timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = server.log_tail()
+            server.stop()
+            raise RuntimeError(f"{name} exited with {process.returncode} before it was ready:\n{tail}")
+        try:
+            if httpx.get(server.base_url + ready_path, headers=server.headers(), timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    tail = server.log_tail()
+    server.stop()
+    raise RuntimeError(f"{name} was not ready after {ready_timeout_s:g}s:\n{tail}")
+
+
+def start_our_server(env: dict[str, str] | None = None, *, api_key: str = BENCH_API_KEY) -> ServerProcess:
+    """`python server.py` on a free loopback port, with a key and a throw-away data folder."""
+    port = free_port()
+    data_dir = tempfile.mkdtemp(prefix="bench-training-")
+    full_env = {
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "API_KEYS": api_key,
+        "REQUIRE_API_KEY": "true",
+        "RELOAD": "false",
+        "TRAINING_DATA_DIR": data_dir,
+        **(env or {}),
+    }
+    return start_process(
+        "server.py", [sys.executable, str(ROOT / "server.py")], port=port, ready_path="/health", env=full_env, api_key=api_key
+    )
+
+
+# ---- statistics ------------------------------------------------------------------------------
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100), as numpy's default; NaN for no values."""
+    data = sorted(values)
+    if not data:
+        return math.nan
+    if len(data) == 1:
+        return data[0]
+    rank = (len(data) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(data) - 1)
+    return data[low] + (data[high] - data[low]) * (rank - low)
+
+
+def median(values: Iterable[float]) -> float:
+    return percentile(values, 50)
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or not denominator or math.isnan(numerator) or math.isnan(denominator):
+        return None
+    return numerator / denominator
+
+
+# ---- output ----------------------------------------------------------------------------------
+
+
+def _cell(value: object, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_table(rows: list[dict], columns: list[tuple[str, str]], digits: int = 1) -> str:
+    """A Markdown table of `rows` with (key, heading) `columns`; missing values print as '-'."""
+    cells = [[_cell(row.get(key), digits) for key, _ in columns] for row in rows]
+    widths = [max([len(head)] + [len(r[i]) for r in cells]) for i, (_, head) in enumerate(columns)]
+    numeric = [all(_is_number(row.get(key)) for row in rows if row.get(key) is not None) for key, _ in columns]
+
+    def line(values: list[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        return "| " + " | ".join(parts) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
+    return "\n".join([line([head for _, head in columns]), rule] + [line(r) for r in cells])
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def machine_info() -> dict:
+    info = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        info["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        info["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def save_results(name: str, rows: list[dict], args: argparse.Namespace, extra: dict | None = None) -> Path | None:
+    """Write `<results-dir>/<name>.json` (git-ignored): machine info, options and rows."""
+    if getattr(args, "no_save", False):
+        return None
+    directory = Path(getattr(args, "results_dir", RESULTS_DIR))
+    directory.mkdir(parents=True, exist_ok=True)
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)}
+    document = {"benchmark": name, "machine": machine_info(), "options": options, **(extra or {}), "rows": rows}
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
+
+
+def print_json_rows(rows: list[dict]) -> None:
+    for row in rows:
+        print(json.dumps(row, sort_keys=True))

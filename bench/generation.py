@@ -1,0 +1,601 @@
+"""Generation benchmark: raw GPT4All against the server, in one run on one machine.
+
+    python -m bench.generation [--quick] [--runs N] [--max-tokens N] [--prompts N] [--concurrency N]
+
+Systems measured (each on the same `.gguf`, the same threads, n_batch and context window):
+- raw GPT4All: `gpt4all.GPT4All(...)` loaded in this process, driven through GPT4All's own
+  `llmodel_prompt` (the C call `LLModel.prompt_model` wraps, and the one the server's engine
+  makes), greedy, with the prompt rendered from the model's chat template;
+- the server: `python server.py` in a subprocess, `/v1/chat/completions` with `stream: true`,
+  `temperature: 0`, the same messages and `max_tokens`, `stream_options.include_usage` for the
+  exact token count; once with one client, once with `--concurrency` clients at a time;
+- llama-cpp-python's OpenAI server (`python -m llama_cpp.server`), the same requests, if
+  `llama_cpp` is importable here (it is never installed by this script).
+
+Figures (per system):
+- decode tok/s: (completion tokens - 1) / (last token time - first token time), summed over
+  requests: the streaming rate once generation runs;
+- throughput tok/s: completion tokens / wall time (request sent to last token, so prompt
+  evaluation and, with several clients, queueing are included);
+- TTFT: request sent (or, raw, `llmodel_prompt` called) to the first non-empty text piece.
+Ratios are against raw GPT4All measured in the same run; the goal is decode ratio >= 0.95.
+
+Bias control: a warm-up of every system first; then every (round, prompt) pair runs each system
+once, in an order that rotates from pair to pair, so drift in machine load hits all systems alike.
+Nothing else generates while one system is measured (the raw model sits idle while a server
+streams and the other way round). Greedy decoding makes the outputs comparable: the benchmark
+checks that raw and server produced the same tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import codecs
+import ctypes
+import importlib.util
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/generation.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+
+from bench.common import (
+    BENCH_API_KEY,
+    ROOT,
+    ServerProcess,
+    add_common_arguments,
+    engine_threads,
+    format_table,
+    free_port,
+    percentile,
+    print_json_rows,
+    ratio,
+    save_results,
+    start_our_server,
+    start_process,
+)
+
+try:
+    import orjson
+
+    _loads = orjson.loads
+except ImportError:  # pragma: no cover - orjson is in requirements.txt
+    import json
+
+    _loads = json.loads
+
+NAME = "generation"
+SYSTEM_MESSAGE = "You are a helpful assistant."
+# Prompts chosen so greedy SmolLM2-135M writes long answers (no early end of text at 256 tokens).
+PROMPTS = [
+    "Write a long, detailed story about a lighthouse keeper and a storm.",
+    "Explain in detail how a steam engine works, step by step.",
+    "Write a long essay about the history of the printing press.",
+    "Describe a journey across a desert in a long, vivid story.",
+    "Write a detailed guide to growing tomatoes in a small garden.",
+    "Write a long story about a dragon who learns to bake bread.",
+    "Write a long story about a robot who wants to become a painter.",
+    "Explain in detail how the human heart works.",
+]
+# The sampling both sides use: greedy, no repeat penalty (the server's defaults but temperature).
+SAMPLING = {"temperature": 0.0, "top_k": 40, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0}
+REPEAT_LAST_N = 64  # the server's SamplingParams default
+
+RAW = "raw gpt4all"
+OURS = "server"
+LLAMA_CPP = "llama-cpp-python server"
+GOAL = 0.95
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(NAME)
+    group.add_argument("--max-tokens", type=int, default=None, help="tokens to generate per request (default 128; quick 48)")
+    group.add_argument("--prompts", type=int, default=None, help=f"prompts from the fixed set of {len(PROMPTS)} (default 4; quick 2)")
+    group.add_argument("--warmup", type=int, default=None, help="unmeasured requests per system first (default 2; quick 1)")
+    group.add_argument("--concurrency", type=int, default=4, help="clients at once in the concurrent phase (0 skips it)")
+    group.add_argument(
+        "--concurrent-runs", type=int, default=None, help="rounds of the concurrent phase; each client sends every prompt once per round (default 2; quick 1)"
+    )
+    group.add_argument("--n-ctx", type=int, default=int(os.environ.get("N_CTX", 2048)), help="context window (default N_CTX or 2048)")
+    group.add_argument("--n-batch", type=int, default=int(os.environ.get("N_BATCH", 128)), help="prompt batch (default N_BATCH or 128)")
+    group.add_argument("--model", default=os.environ.get("MODEL_NAME", ""), help="`.gguf` in MODELS_DIR (default: the server's default model)")
+    group.add_argument("--models-dir", type=Path, default=Path(os.environ.get("MODELS_DIR", ROOT / "models")))
+    group.add_argument("--client", choices=("httpx", "openai"), default="httpx", help="HTTP client for the servers (httpx: least client overhead)")
+    group.add_argument("--skip-llama-cpp", action="store_true", help="do not measure llama-cpp-python's server even if installed")
+
+
+def _settle(args: argparse.Namespace) -> None:
+    quick = args.quick
+    args.runs = args.runs or (1 if quick else 5)
+    args.max_tokens = args.max_tokens or (48 if quick else 128)
+    args.prompts = min(len(PROMPTS), args.prompts or (2 if quick else 4))
+    args.warmup = args.warmup if args.warmup is not None else (1 if quick else 2)
+    args.concurrent_runs = args.concurrent_runs or (1 if quick else 2)
+    args.threads = engine_threads(args)
+
+
+# ---- one measured request --------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    system: str
+    prompt_index: int
+    started: float  # perf_counter() when the request was sent / the call made
+    first: float | None = None  # first non-empty text piece
+    last: float | None = None  # last text piece
+    ended: float | None = None  # call returned / stream closed
+    completion_tokens: int = 0
+    prompt_tokens: int | None = None
+    text: str = ""
+    exact_count: bool = True  # False when the count comes from chunks (no usage in the stream)
+    server_ttft_ms: float | None = None  # x-time-to-first-token header (our server)
+    server_queue_ms: float | None = None
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.first is None else self.first - self.started
+
+    @property
+    def decode_time(self) -> float:
+        return 0.0 if self.first is None or self.last is None else self.last - self.first
+
+    @property
+    def wall(self) -> float:
+        end = self.last if self.last is not None else self.ended
+        return (end or self.started) - self.started
+
+
+# ---- raw GPT4All ---------------------------------------------------------------------------
+
+
+class RawGPT4All:
+    """The model loaded in this process exactly as the server's engine loads it, driven directly."""
+
+    def __init__(self, path: Path, *, n_threads: int, n_ctx: int, n_batch: int):
+        os.environ.setdefault("GPT4ALL_NO_UPDATE_CHECK", "1")
+        from gpt4all import GPT4All
+
+        self.n_batch = n_batch
+        self.gpt4all = GPT4All(
+            path.name, model_path=str(path.parent), allow_download=False, n_threads=n_threads, n_ctx=n_ctx, device="cpu", verbose=False
+        )
+        self.lm = self.gpt4all.model
+
+    def generate(self, prompt_index: int, prompt: str, max_tokens: int) -> Sample:
+        from gpt4all._pyllmodel import PromptCallback, ResponseCallback, llmodel
+
+        lm = self.lm
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pieces: list[str] = []
+        counts = [0, 0]
+        sample = Sample(RAW, prompt_index, 0.0)
+        clock = time.perf_counter
+
+        def on_prompt(_token_id: int) -> bool:
+            counts[0] += 1
+            return True
+
+        def on_response(token_id: int, piece: bytes) -> bool:
+            if token_id == -1:
+                raise_later.append(piece.decode("utf-8", "replace"))
+                return False
+            counts[1] += 1
+            text = decoder.decode(piece)
+            if text:
+                now = clock()
+                if sample.first is None:
+                    sample.first = now
+                sample.last = now
+                pieces.append(text)
+            return True
+
+        raise_later: list[str] = []
+        prompt_cb, response_cb = PromptCallback(on_prompt), ResponseCallback(on_response)
+        sample.started = clock()
+        lm._set_context(
+            n_predict=max_tokens,
+            top_k=SAMPLING["top_k"],
+            top_p=SAMPLING["top_p"],
+            min_p=SAMPLING["min_p"],
+            temp=SAMPLING["temperature"],
+            n_batch=self.n_batch,
+            repeat_penalty=SAMPLING["repeat_penalty"],
+            repeat_last_n=REPEAT_LAST_N,
+            reset_context=True,
+        )
+        llmodel.llmodel_prompt(
+            lm.model,
+            ctypes.c_char_p(prompt.encode("utf-8")),
+            ctypes.c_char_p(b"%1"),
+            prompt_cb,
+            response_cb,
+            True,
+            lm.context,
+            True,  # special tokens in the rendered template are parsed, as the server does
+            ctypes.c_char_p(),
+        )
+        sample.ended = clock()
+        if raise_later:
+            raise RuntimeError(f"raw GPT4All refused the prompt: {raise_later[0]}")
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            pieces.append(tail)
+        sample.prompt_tokens, sample.completion_tokens, sample.text = counts[0], counts[1], "".join(pieces)
+        return sample
+
+    def close(self) -> None:
+        self.lm.close()
+
+
+# ---- streaming clients for the servers -------------------------------------------------------
+
+
+class ChatStreamer:
+    """Streams one chat completion and times it from the client's side."""
+
+    def __init__(self, server: ServerProcess, system: str, model: str | None, max_tokens: int, client_kind: str, extra: dict):
+        self.server, self.system, self.model, self.max_tokens = server, system, model, max_tokens
+        self.client_kind, self.extra = client_kind, extra
+        self._httpx: httpx.AsyncClient | None = None
+        self._openai = None
+
+    async def __aenter__(self) -> "ChatStreamer":
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        if self.client_kind == "openai":
+            import openai
+
+            self._openai = openai.AsyncOpenAI(
+                base_url=self.server.base_url + "/v1", api_key=self.server.api_key, max_retries=0, timeout=600,
+                http_client=httpx.AsyncClient(limits=limits, timeout=600),
+            )
+        else:
+            self._httpx = httpx.AsyncClient(base_url=self.server.base_url, headers=self.server.headers(), timeout=600, limits=limits)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._httpx is not None:
+            await self._httpx.aclose()
+        if self._openai is not None:
+            await self._openai.close()
+
+    def _body(self, prompt: str) -> dict:
+        body = {
+            "messages": [{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": prompt}],
+            "max_tokens": self.max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **SAMPLING,
+            **self.extra,
+        }
+        if self.model:
+            body["model"] = self.model
+        return body
+
+    async def run(self, prompt_index: int) -> Sample:
+        if self._openai is not None:
+            return await self._run_openai(prompt_index)
+        return await self._run_httpx(prompt_index)
+
+    async def _run_httpx(self, prompt_index: int) -> Sample:
+        clock = time.perf_counter
+        pieces: list[str] = []
+        chunks = 0
+        sample = Sample(self.system, prompt_index, clock())
+        async with self._httpx.stream("POST", "/v1/chat/completions", json=self._body(PROMPTS[prompt_index])) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"{self.system} answered {response.status_code}: {(await response.aread())[:500]!r}")
+            sample.server_ttft_ms = _float_header(response, "x-time-to-first-token")
+            sample.server_queue_ms = _float_header(response, "x-queue-time")
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                event = _loads(data)
+                if "error" in event:
+                    raise RuntimeError(f"{self.system} sent an error event: {event['error']}")
+                for choice in event.get("choices") or ():
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        now = clock()
+                        if sample.first is None:
+                            sample.first = now
+                        sample.last = now
+                        pieces.append(content)
+                        chunks += 1
+                usage = event.get("usage")
+                if usage:
+                    sample.completion_tokens = usage["completion_tokens"]
+                    sample.prompt_tokens = usage.get("prompt_tokens")
+        sample.ended = clock()
+        if sample.prompt_tokens is None and not sample.completion_tokens:
+            sample.completion_tokens, sample.exact_count = chunks, False
+        sample.text = "".join(pieces)
+        return sample
+
+    async def _run_openai(self, prompt_index: int) -> Sample:
+        clock = time.perf_counter
+        body = self._body(PROMPTS[prompt_index])
+        standard = {k: body.pop(k) for k in ("messages", "max_tokens", "stream", "stream_options", "temperature", "top_p") if k in body}
+        model = body.pop("model", None) or "default"
+        pieces: list[str] = []
+        chunks = 0
+        sample = Sample(self.system, prompt_index, clock())
+        stream = await self._openai.chat.completions.create(model=model, extra_body=body, **standard)
+        async for chunk in stream:
+            for choice in chunk.choices:
+                if choice.delta and choice.delta.content:
+                    now = clock()
+                    if sample.first is None:
+                        sample.first = now
+                    sample.last = now
+                    pieces.append(choice.delta.content)
+                    chunks += 1
+            if chunk.usage:
+                sample.completion_tokens = chunk.usage.completion_tokens
+                sample.prompt_tokens = chunk.usage.prompt_tokens
+        sample.ended = clock()
+        if sample.prompt_tokens is None and not sample.completion_tokens:
+            sample.completion_tokens, sample.exact_count = chunks, False
+        sample.text = "".join(pieces)
+        return sample
+
+
+def _float_header(response: httpx.Response, name: str) -> float | None:
+    try:
+        return float(response.headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
+# ---- servers ---------------------------------------------------------------------------------
+
+
+def start_llama_cpp_server(model_path: Path, args: argparse.Namespace) -> ServerProcess | None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        print(f"note: llama-cpp-python is not installed in {sys.executable}; skipping `{LLAMA_CPP}` "
+              "(install llama-cpp-python[server] to include it; this script never installs it).", flush=True)
+        return None
+    port = free_port()
+    command = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(model_path), "--host", "127.0.0.1", "--port", str(port),
+        "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
+        "--n_batch", str(args.n_batch), "--n_ctx", str(args.n_ctx),
+        "--api_key", BENCH_API_KEY,
+    ]  # fmt: skip
+    try:
+        return start_process(LLAMA_CPP, command, port=port, ready_path="/v1/models")
+    except RuntimeError as exc:
+        print(f"note: `{LLAMA_CPP}` did not start; skipping it.\n{exc}", flush=True)
+        return None
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+
+async def _measure(args: argparse.Namespace, raw: RawGPT4All, rendered: list[str], streamers: dict[str, ChatStreamer]) -> list[Sample]:
+    systems = [RAW, *streamers]
+
+    async def one(system: str, index: int) -> Sample:
+        if system == RAW:
+            return raw.generate(index, rendered[index], args.max_tokens)  # blocks the loop: nothing else runs
+        return await streamers[system].run(index)
+
+    print(f"warm-up: {args.warmup} request(s) per system", flush=True)
+    for i in range(args.warmup):
+        for system in systems:
+            await one(system, i % args.prompts)
+
+    samples: list[Sample] = []
+    pair = 0
+    for round_no in range(args.runs):
+        for index in range(args.prompts):
+            shift = pair % len(systems)
+            for system in systems[shift:] + systems[:shift]:
+                samples.append(await one(system, index))
+            pair += 1
+        print(f"round {round_no + 1}/{args.runs} done", flush=True)
+    return samples
+
+
+async def _measure_concurrent(args: argparse.Namespace, streamer: ChatStreamer) -> tuple[list[Sample], float]:
+    async def client(k: int) -> list[Sample]:
+        out = []
+        for _ in range(args.concurrent_runs):
+            for j in range(args.prompts):
+                out.append(await streamer.run((j + k) % args.prompts))
+        return out
+
+    started = time.perf_counter()
+    results = await asyncio.gather(*(client(k) for k in range(args.concurrency)))
+    wall = time.perf_counter() - started
+    return [s for per_client in results for s in per_client], wall
+
+
+def _summary(system: str, clients: int, samples: list[Sample], wall: float | None = None) -> dict:
+    tokens = sum(s.completion_tokens for s in samples)
+    decode_tokens = sum(max(0, s.completion_tokens - 1) for s in samples)
+    decode_time = sum(s.decode_time for s in samples)
+    ttfts = [s.ttft * 1000 for s in samples if s.ttft is not None]
+    row = {
+        "benchmark": NAME,
+        "system": system,
+        "clients": clients,
+        "requests": len(samples),
+        "completion_tokens": tokens,
+        "min_tokens": min((s.completion_tokens for s in samples), default=0),
+        "decode_tok_s": decode_tokens / decode_time if decode_time > 0 else None,
+        "throughput_tok_s": tokens / (wall if wall is not None else sum(s.wall for s in samples) or float("nan")),
+        "ttft_p50_ms": percentile(ttfts, 50),
+        "ttft_p95_ms": percentile(ttfts, 95),
+        "exact_token_counts": all(s.exact_count for s in samples),
+    }
+    server_ttft = [s.server_ttft_ms for s in samples if s.server_ttft_ms is not None]
+    if server_ttft:
+        row["server_side_ttft_p50_ms"] = percentile(server_ttft, 50)
+    per_request = [(s.completion_tokens - 1) / s.decode_time for s in samples if s.decode_time > 0]
+    if per_request:
+        row["decode_tok_s_p50_per_request"] = percentile(per_request, 50)
+    return row
+
+
+def _same_output(raw_samples: list[Sample], other: list[Sample]) -> tuple[bool, str]:
+    """Greedy decoding: every request for a prompt should produce raw's tokens and text."""
+    reference = {s.prompt_index: s for s in raw_samples}
+    for s in other:
+        ref = reference.get(s.prompt_index)
+        if ref is None:
+            continue
+        if s.completion_tokens != ref.completion_tokens or s.text != ref.text:
+            return False, (
+                f"prompt {s.prompt_index}: {s.system} gave {s.completion_tokens} tokens {s.text[:60]!r}..., "
+                f"raw gave {ref.completion_tokens} tokens {ref.text[:60]!r}..."
+            )
+    return True, ""
+
+
+def main(args: argparse.Namespace) -> list[dict]:
+    _settle(args)
+    os.environ.setdefault("GPT4ALL_NO_UPDATE_CHECK", "1")
+    from models.registry import ModelRegistry
+
+    registry = ModelRegistry(args.models_dir, args.model)
+    model = registry.default()
+    chat_format = registry.chat_format(model)
+    messages = [[{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": p}] for p in PROMPTS]
+    rendered = [chat_format.render(m) for m in messages]
+    print(
+        f"generation benchmark: {model.id}, threads={args.threads}, n_batch={args.n_batch}, n_ctx={args.n_ctx}, "
+        f"max_tokens={args.max_tokens}, prompts={args.prompts}, runs={args.runs}, concurrency={args.concurrency}, "
+        f"client={args.client}, cpus={os.cpu_count()}, load avg={_loadavg()}",
+        flush=True,
+    )
+
+    servers: list[ServerProcess] = []
+    raw: RawGPT4All | None = None
+    try:
+        ours = start_our_server(
+            {
+                "N_THREADS": str(args.threads),
+                "N_BATCH": str(args.n_batch),
+                "N_CTX": str(args.n_ctx),
+                "MODELS_DIR": str(Path(args.models_dir).resolve()),
+                "MODEL_NAME": model.id,
+                "MAX_QUEUE": str(max(32, args.concurrency * 2)),
+            }
+        )
+        servers.append(ours)
+        llama = None if args.skip_llama_cpp else start_llama_cpp_server(model.path, args)
+        if llama is not None:
+            servers.append(llama)
+        raw = RawGPT4All(model.path, n_threads=args.threads, n_ctx=args.n_ctx, n_batch=args.n_batch)
+        rows, notes = asyncio.run(_run(args, raw, rendered, model.id, ours, llama))
+    finally:
+        for server in servers:
+            server.stop()
+        if raw is not None:
+            raw.close()
+
+    print()
+    print(f"Generation ({model.id}, {args.threads} threads, n_batch {args.n_batch}, max_tokens {args.max_tokens}, "
+          f"greedy; ratios against raw GPT4All in the same run; goal: decode ratio >= {GOAL})")
+    print(format_table(rows, COLUMNS))
+    for note in notes:
+        print(f"note: {note}")
+    path = save_results(NAME, rows, args, {"model": model.id, "notes": notes})
+    if path is not None:
+        print(f"rows written to {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    if args.json:
+        print_json_rows(rows)
+    return rows
+
+
+COLUMNS = [
+    ("system", "system"),
+    ("clients", "clients"),
+    ("requests", "requests"),
+    ("completion_tokens", "tokens"),
+    ("decode_tok_s", "decode tok/s"),
+    ("decode_ratio", "decode ratio"),
+    ("throughput_tok_s", "throughput tok/s"),
+    ("throughput_ratio", "throughput ratio"),
+    ("ttft_p50_ms", "TTFT p50 ms"),
+    ("ttft_p95_ms", "TTFT p95 ms"),
+]
+
+
+async def _run(args, raw: RawGPT4All, rendered: list[str], model_id: str, ours: ServerProcess, llama: ServerProcess | None):
+    streamers = {OURS: ChatStreamer(ours, OURS, model_id, args.max_tokens, args.client, {})}
+    if llama is not None:
+        streamers[LLAMA_CPP] = ChatStreamer(llama, LLAMA_CPP, None, args.max_tokens, args.client, {})
+    for streamer in streamers.values():
+        await streamer.__aenter__()
+    try:
+        samples = await _measure(args, raw, rendered, streamers)
+        concurrent: dict[str, tuple[list[Sample], float]] = {}
+        if args.concurrency > 0:
+            for system, streamer in streamers.items():
+                print(f"concurrent phase: {system}, {args.concurrency} clients", flush=True)
+                concurrent[system] = await _measure_concurrent(args, streamer)
+    finally:
+        for streamer in streamers.values():
+            await streamer.__aexit__(None, None, None)
+
+    by_system = {system: [s for s in samples if s.system == system] for system in [RAW, *streamers]}
+    base = _summary(RAW, 1, by_system[RAW])
+    rows = [base]
+    for system in streamers:
+        rows.append(_summary(system, 1, by_system[system]))
+        if system in concurrent:
+            c_samples, wall = concurrent[system]
+            rows.append(_summary(system, args.concurrency, c_samples, wall))
+    for row in rows:
+        row["decode_ratio"] = ratio(row["decode_tok_s"], base["decode_tok_s"])
+        row["throughput_ratio"] = ratio(row["throughput_tok_s"], base["throughput_tok_s"])
+        for key in ("max_tokens", "threads", "n_batch", "n_ctx"):
+            row[key] = getattr(args, key)
+        row["model"] = model_id
+
+    notes = []
+    for system in streamers:
+        same, why = _same_output(by_system[RAW], by_system[system] + concurrent.get(system, ([], 0))[0])
+        rows_of = [r for r in rows if r["system"] == system]
+        for r in rows_of:
+            r["same_output_as_raw"] = same
+        if not same:
+            notes.append(f"{system} did not reproduce raw GPT4All's greedy output ({why})")
+    ours_row = rows[1]
+    if ours_row["decode_ratio"] is not None:
+        verdict = "meets" if ours_row["decode_ratio"] >= GOAL else "misses"
+        notes.append(f"server decode ratio {ours_row['decode_ratio']:.3f} {verdict} the goal {GOAL}")
+    if any(r["min_tokens"] < args.max_tokens for r in rows):
+        notes.append("some requests ended (end of text) before max_tokens; rates use the tokens actually generated")
+    notes.append(f"load average at the end: {_loadavg()} on {os.cpu_count()} cpus (figures are noisy on a busy machine)")
+    return rows, notes
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def cli(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
+    add_arguments(parser)
+    return main(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    cli()

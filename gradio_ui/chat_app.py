@@ -1,0 +1,209 @@
+"""The chat page at `/chat`: a Gradio Blocks app that talks only to a `ChatBackend`.
+
+The conversation lives in the page, in a `gr.State` list of `{"role", "content"}` dicts; the
+chatbot shows it. A message the UI itself adds (a wrong key, a full queue...) carries
+`"notice": True`: it is shown but never sent to the model.
+
+Stopping: Stop (and Clear) cancel the running Gradio event. Gradio cancels the task that drives
+`respond`, or closes it between tokens; either way the `aclosing` block closes the backend's
+stream, and the backend stops the generation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+# Gradio reads these at import and call time: no telemetry, nothing fetched at run time.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from contextlib import aclosing  # noqa: E402
+
+import gradio as gr  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
+from sanic import Sanic  # noqa: E402
+
+from errors import (  # noqa: E402
+    AuthenticationFailed,
+    ContextLengthExceeded,
+    InvalidRequest,
+    ModelLoadFailed,
+    ModelNotFound,
+    QueueFull,
+    ServerError,
+    Unavailable,
+)
+from gradio_ui.asgi_bridge import mount_asgi  # noqa: E402
+from gradio_ui.backend import ChatBackend  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_MAX_TOKENS = 256
+MAX_TOKENS_LIMIT = 2048
+
+# First match wins, so subclasses come before their parents.
+ERROR_TITLES: tuple[tuple[type[ServerError], str], ...] = (
+    (AuthenticationFailed, "Invalid API key"),
+    (QueueFull, "Queue full"),
+    (ContextLengthExceeded, "Context too long"),
+    (ModelLoadFailed, "Model failed to load"),
+    (ModelNotFound, "Unknown model"),
+    (Unavailable, "Server unavailable"),
+    (InvalidRequest, "Invalid request"),
+    (ServerError, "Error"),
+)
+
+
+def notice(exc: Exception) -> dict:
+    """A readable chat message for an error; never a stack trace."""
+    if isinstance(exc, ServerError):
+        title = next(title for cls, title in ERROR_TITLES if isinstance(exc, cls))
+        text = f"⚠️ {title}: {exc.message}"
+        if isinstance(exc, AuthenticationFailed):
+            text += " Enter a valid key in the API key field, then press Retry."
+    else:
+        text = "⚠️ Internal error: the server could not answer. The details are in the server log."
+    return {"role": "assistant", "content": text, "notice": True}
+
+
+def view(history: list[dict]) -> list[dict]:
+    """What the chatbot shows."""
+    return [{"role": m["role"], "content": m["content"]} for m in history]
+
+
+def model_messages(system: str, history: list[dict]) -> list[dict]:
+    """What the model is asked: the system prompt and the conversation, without notices."""
+    messages = [{"role": "system", "content": system.strip()}] if system.strip() else []
+    return messages + [{"role": m["role"], "content": m["content"]} for m in history if not m.get("notice")]
+
+
+def add_user_message(text: str, history: list[dict]):
+    text = text.strip()
+    if not text:
+        return gr.update(), history, gr.update()
+    history = history + [{"role": "user", "content": text}]
+    return "", history, view(history)
+
+
+def drop_last_answer(history: list[dict]):
+    while history and history[-1]["role"] != "user":
+        history = history[:-1]
+    return history, view(history)
+
+
+def clear_chat():
+    return [], []
+
+
+def make_responder(backend: ChatBackend):
+    async def respond(history, api_key, model, system, temperature, max_tokens):
+        """Stream the answer to the last user message into the history."""
+        if not history or history[-1]["role"] != "user":
+            yield history, view(history)  # nothing to answer
+            return
+        text = ""
+        try:
+            backend.check_key((api_key or "").strip())
+            stream = backend.stream_chat(
+                api_key=api_key.strip(),
+                model=model,
+                messages=model_messages(system or "", history),
+                temperature=float(temperature),
+                max_tokens=int(max_tokens),
+            )
+            async with aclosing(stream) as deltas:
+                async for delta in deltas:
+                    text += delta
+                    current = history + [{"role": "assistant", "content": text}]
+                    yield current, view(current)
+            final = history + [{"role": "assistant", "content": text}]
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a readable message
+            if not isinstance(exc, ServerError):
+                log.exception("chat UI generation failed")
+            answer = [{"role": "assistant", "content": text}] if text else []
+            final = history + answer + [notice(exc)]
+        yield final, view(final)
+
+    return respond
+
+
+def build_chat_ui(backend: ChatBackend, *, default_api_key: str = "") -> gr.Blocks:
+    """The chat page; it calls nothing but `backend`."""
+
+    def model_choices():
+        models, default = backend.chat_models(), backend.default_model()
+        return gr.update(choices=models, value=default if default in models else None)
+
+    with gr.Blocks(title="Local LLM chat", analytics_enabled=False) as ui:
+        history = gr.State([])
+        models, default_model = backend.chat_models(), backend.default_model()
+        with gr.Row():
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(
+                    label="Chat", height=480, elem_id="chatbot", feedback_options=None,
+                    buttons=["copy", "copy_all"],  # no "share": it would upload to a hub
+                )
+                with gr.Row():
+                    prompt = gr.Textbox(
+                        show_label=False, placeholder="Type a message and press Enter",
+                        lines=1, max_lines=8, scale=5, autofocus=True, elem_id="prompt",
+                    )
+                    send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+                with gr.Row():
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
+                    retry = gr.Button("Retry", elem_id="retry")
+                    clear = gr.Button("Clear", elem_id="clear")
+            with gr.Column(scale=1):
+                api_key = gr.Textbox(
+                    label="API key", type="password", value=default_api_key,
+                    placeholder="Bearer key of this server", elem_id="api-key",
+                )
+                model = gr.Dropdown(
+                    models, value=default_model if default_model in models else None,
+                    label="Model", elem_id="model", interactive=True,
+                )
+                system = gr.Textbox(label="System prompt", value=DEFAULT_SYSTEM_PROMPT, lines=3, elem_id="system")
+                temperature = gr.Slider(0, 2, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature", elem_id="temperature")
+                max_tokens = gr.Slider(1, MAX_TOKENS_LIMIT, value=DEFAULT_MAX_TOKENS, step=1, label="Max tokens", elem_id="max-tokens")
+
+        private = {"api_visibility": "private"}
+        respond = make_responder(backend)
+        respond_inputs = [history, api_key, model, system, temperature, max_tokens]
+        generations = []
+        for trigger, step, inputs in (
+            (prompt.submit, add_user_message, [prompt, history]),
+            (send.click, add_user_message, [prompt, history]),
+            (retry.click, drop_last_answer, [history]),
+        ):
+            outputs = [prompt, history, chatbot] if step is add_user_message else [history, chatbot]
+            first = trigger(step, inputs, outputs, queue=False, **private)
+            # No Gradio-side limit: the generation scheduler is the one queue, fair to API clients.
+            generations.append(first.then(respond, respond_inputs, [history, chatbot], concurrency_limit=None, **private))
+        stop.click(None, None, None, cancels=generations)
+        for trigger in (clear.click, chatbot.clear):  # the chatbot's own trash icon too
+            trigger(clear_chat, None, [history, chatbot], queue=False, cancels=generations, **private)
+        ui.load(model_choices, None, model, queue=False, **private)
+    return ui
+
+
+def mount_chat_ui(app: Sanic, backend: ChatBackend, *, path: str = "/chat", default_api_key: str = "") -> None:
+    """Serve the chat page at `path` of `app`, through the in-process ASGI bridge."""
+    blocks = build_chat_ui(backend, default_api_key=default_api_key)
+    asgi_app = gr.mount_gradio_app(
+        FastAPI(docs_url=None, redoc_url=None, openapi_url=None),
+        blocks,
+        path=path,
+        footer_links=[],
+        run_history=False,
+        ssr_mode=False,
+    )
+    mount_asgi(app, path, asgi_app)
+
+    async def stop_gradio_queue(_app: Sanic) -> None:
+        blocks.close(verbose=False)  # ends the queue's loops; the ASGI lifespan leaves them running
+
+    app.register_listener(stop_gradio_queue, "before_server_stop")

@@ -1,0 +1,138 @@
+"""The JSON document of `GET /metrics`: totals read from the Prometheus registry, plus recent p50/p95.
+
+Counters come from the same prometheus-client objects that the Prometheus text shows, so the two
+formats never disagree; percentiles and per-second rates come from the recent windows
+(`Metrics.window_s` seconds for percentiles, the last `RATE_WINDOW_S` seconds for rates).
+Times are seconds, sizes bytes. The embedding batch-size histogram maps each bucket's upper
+bound to the number of batches in that bucket alone (not cumulative, unlike Prometheus).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+from metrics.registry import Metrics, scheduler_values
+from metrics.window import summary
+
+RATE_WINDOW_S = 60.0
+
+
+def _samples(metric: Any, suffix: str = "_total") -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of a counter's or histogram's samples whose name ends with `suffix`."""
+    return [(s.labels, s.value) for family in metric.collect() for s in family.samples if s.name.endswith(suffix)]
+
+
+def _count(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+def build_snapshot(metrics: Metrics, *, default_model: str | None = None, version: str | None = None) -> dict[str, Any]:
+    now = time.time()
+    process = metrics.process.sample()
+    return {
+        "object": "metrics",
+        "version": version,
+        "server_time": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "server_time_unix": round(now, 3),
+        "uptime_s": round(now - metrics.started_at, 1),
+        "default_model": default_model,
+        "window_s": metrics.window_s,
+        "requests": _requests(metrics),
+        "tokens": _tokens(metrics),
+        "models": _models(metrics),
+        "process": process.as_dict(),
+        "schedulers": {
+            name: {**live, **(_generation(metrics) if name == "generation" else _embedding(metrics))}
+            for name, live in scheduler_values(metrics).items()
+        },
+        "training": _training(metrics),
+    }
+
+
+def _requests(m: Metrics) -> dict[str, Any]:
+    by_endpoint: dict[str, dict[str, Any]] = {}
+    for labels, value in _samples(m.requests):
+        key = f"{labels['method']} {labels['endpoint']}"
+        entry = by_endpoint.setdefault(key, {"total": 0, "by_status": {}})
+        entry["total"] += _count(value)
+        entry["by_status"][labels["status"]] = _count(value)
+    sums = {(l["method"], l["endpoint"]): v for l, v in _samples(m.request_seconds, "_sum")}
+    counts = {(l["method"], l["endpoint"]): v for l, v in _samples(m.request_seconds, "_count")}
+    for (method, endpoint), n in counts.items():
+        if n and f"{method} {endpoint}" in by_endpoint:
+            by_endpoint[f"{method} {endpoint}"]["mean_latency_s"] = round(sums[(method, endpoint)] / n, 4)
+    by_status: dict[str, int] = defaultdict(int)
+    for entry in by_endpoint.values():
+        for status, n in entry["by_status"].items():
+            by_status[status] += n
+    return {"total": sum(e["total"] for e in by_endpoint.values()), "by_status": dict(by_status),
+            "by_endpoint": dict(sorted(by_endpoint.items()))}
+
+
+def _tokens(m: Metrics) -> dict[str, Any]:
+    by_model: dict[str, dict[str, int]] = defaultdict(lambda: {"prompt": 0, "completion": 0})
+    for kind, counter in (("prompt", m.prompt_tokens), ("completion", m.completion_tokens)):
+        for labels, value in _samples(counter):
+            by_model[labels["model"]][kind] = _count(value)
+    return {
+        "prompt": sum(v["prompt"] for v in by_model.values()),
+        "completion": sum(v["completion"] for v in by_model.values()),
+        "by_model": dict(by_model),
+    }
+
+
+def _models(m: Metrics) -> dict[str, dict[str, Any]]:
+    models: dict[str, dict[str, Any]] = defaultdict(lambda: {"state": "unloaded", "generations": 0, "by_outcome": {}})
+    if m.scheduler is not None:
+        for name, worker in list(m.scheduler.workers.items()):
+            models[name]["state"] = worker.state
+    for labels, value in _samples(m.generations):
+        entry = models[labels["model"]]
+        entry["generations"] += _count(value)
+        entry["by_outcome"][labels["outcome"]] = entry["by_outcome"].get(labels["outcome"], 0) + _count(value)
+    for model, tokens in _tokens(m)["by_model"].items():
+        models[model].update(prompt_tokens=tokens["prompt"], completion_tokens=tokens["completion"])
+    rows = m.recent_jobs.rows()
+    for model, entry in models.items():
+        entry["tokens_per_s"] = summary(r[4] for r in rows if r[0] == model and r[4] is not None)
+    return dict(models)
+
+
+def _generation(m: Metrics) -> dict[str, Any]:
+    rows = m.recent_jobs.rows()
+    recent_tokens = sum(r[5] for r in m.recent_jobs.rows(RATE_WINDOW_S))
+    return {
+        "completed": _count(sum(v for _, v in _samples(m.generations))),
+        "queue_wait_s": summary(r[1] for r in rows if r[1] is not None),
+        "time_to_first_token_s": summary(r[2] for r in rows if r[2] is not None),
+        "generation_s": summary(r[3] for r in rows if r[3] is not None),
+        "tokens_per_s": summary(r[4] for r in rows if r[4] is not None),
+        "completion_tokens_per_s": round(recent_tokens / RATE_WINDOW_S, 3),
+    }
+
+
+def _embedding(m: Metrics) -> dict[str, Any]:
+    rows = m.recent_batches.rows()
+    buckets, below = {}, 0.0  # Prometheus buckets are cumulative; the JSON gives each bucket's own count
+    for labels, cumulative in _samples(m.embedding_batch_size, "_bucket"):
+        bound = labels["le"] if labels["le"] == "+Inf" else str(int(float(labels["le"])))
+        buckets[bound], below = _count(cumulative - below), cumulative
+    inputs = sum(v for _, v in _samples(m.embedding_batch_size, "_sum"))
+    batches = sum(v for _, v in _samples(m.embedding_batch_size, "_count"))
+    return {
+        "batches": _count(batches),
+        "inputs": _count(inputs),
+        "inputs_per_s": round(sum(r[0] for r in m.recent_batches.rows(RATE_WINDOW_S)) / RATE_WINDOW_S, 3),
+        "batch_size": {**summary(r[0] for r in rows), "histogram": buckets},
+        "batch_s": summary(r[1] for r in rows),
+        "queue_wait_s": summary(m.recent_embedding_waits.column(0)),
+    }
+
+
+def _training(m: Metrics) -> dict[str, Any]:
+    examples = {labels["result"]: _count(v) for labels, v in _samples(m.training_examples)}
+    ingests = sum(v for _, v in _samples(m.training_ingests))
+    return {"ingests": _count(ingests), "examples": examples}

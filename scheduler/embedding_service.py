@@ -1,0 +1,58 @@
+"""The embedding model's life cycle: load it in the background, then serve it through the batcher.
+
+Until the model is loaded, embedding requests get 503 (loading); if it failed to load, 500 with
+the reason. `/health` reads `state`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from errors import ModelLoadFailed, ServerError, Unavailable
+from models.embedding_engine import EmbeddingEngine
+from scheduler.embedding_batcher import EmbeddingBatcher
+
+log = logging.getLogger("server.embeddings")
+
+
+class EmbeddingService:
+    def __init__(self, model_id: str, load_engine: Callable[[], EmbeddingEngine], make_batcher: Callable[[EmbeddingEngine], EmbeddingBatcher]):
+        self.model_id = model_id
+        self.state = "loading"
+        self.error: str | None = None
+        self.batcher: EmbeddingBatcher | None = None
+        self.batch_listeners: list[Callable] = []  # handed to the batcher once it exists
+        self._load_engine = load_engine
+        self._make_batcher = make_batcher
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._load(), name="embedding-load")
+
+    async def _load(self) -> None:
+        try:
+            engine = await asyncio.to_thread(self._load_engine)
+            batcher = self._make_batcher(engine)
+            batcher.batch_listeners.extend(self.batch_listeners)
+            await batcher.start()
+        except Exception as exc:
+            self.state = "failed"
+            self.error = exc.message if isinstance(exc, ServerError) else f"{type(exc).__name__}: {exc}"
+            log.error("embedding model %s failed to load: %s", self.model_id, self.error)
+            return
+        self.batcher, self.state = batcher, "ready"
+
+    def require(self) -> EmbeddingBatcher:
+        if self.batcher is not None:
+            return self.batcher
+        if self.state == "failed":
+            raise ModelLoadFailed(f"the embedding model {self.model_id} failed to load: {self.error}")
+        raise Unavailable(f"the embedding model {self.model_id} is still loading; retry in a few seconds")
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self.batcher is not None:
+            await self.batcher.stop()

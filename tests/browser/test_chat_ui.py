@@ -1,0 +1,251 @@
+"""The chat page at /chat in headless Chromium, served by Sanic through the ASGI bridge.
+
+The backend is a fake that streams one word every 50 ms and records what it was asked, and
+when it was stopped. The page may reach nothing but the server: any other request is blocked
+and fails the test. Screenshots go to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sanic import Sanic
+
+from errors import QueueFull
+from gradio_ui.chat_app import mount_chat_ui
+from tests.fakes_ui import FakeChatBackend
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no network but the server
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+BOT = '#chatbot [data-testid="bot"]'
+USER = '#chatbot [data-testid="user"]'
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"!!! BROWSER TESTS SKIPPED: {CHROMIUM} is missing (apt-get install -y chromium) !!!",
+                allow_module_level=True)
+sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+
+
+@pytest.fixture(scope="module")
+def chat_server():
+    """A real Sanic server on a free loopback port, on its own thread and loop, with the chat UI."""
+    backend = FakeChatBackend()
+    app = Sanic("chat_ui_browser_test")
+    app.config.TOUCHUP = False
+    mount_chat_ui(app, backend)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="sanic", daemon=True)
+    thread.start()
+
+    async def start():
+        server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
+        await server.startup()
+        await server.before_start()
+        await server.after_start()
+        return server
+
+    async def stop(server):
+        await server.before_stop()
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 10)
+        await server.after_stop()
+
+    server = asyncio.run_coroutine_threadsafe(start(), loop).result(60)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", backend
+    asyncio.run_coroutine_threadsafe(stop(server), loop).result(30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser(chat_server):  # depends on the server so that it closes first
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chat_server, browser):
+    """A fresh page (new Gradio session) on /chat; it must request nothing but the server."""
+    base_url, _ = chat_server
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    outside: list[str] = []
+    page = context.new_page()
+
+    def note_outside(request):
+        if request.url.startswith(("http:", "https:", "ws:", "wss:")) and not request.url.startswith(base_url):
+            outside.append(request.url)
+
+    page.on("request", note_outside)
+    started = time.monotonic()
+    page.goto(base_url + "/chat")  # the bridge redirects to /chat/
+    page.wait_for_selector("#prompt textarea", timeout=15_000)
+    assert page.url == base_url + "/chat/"
+    assert time.monotonic() - started < 10, "the page loads slowly: something waits on the network?"
+    yield page
+    context.close()
+    assert outside == [], f"the page tried to reach outside the server: {outside}"
+
+
+def send(page, text: str, key: str | None = "sk-test") -> None:
+    if key is not None:
+        page.fill("#api-key input", key)
+    page.fill("#prompt textarea", text)
+    page.press("#prompt textarea", "Enter")
+
+
+def last_bot_text(page) -> str:
+    texts = page.locator(BOT).all_inner_texts()
+    return texts[-1].strip() if texts else ""
+
+
+def wait_until(page, condition, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        page.wait_for_timeout(50)  # lets Playwright deliver its events meanwhile
+
+
+def set_max_tokens(page, value: int) -> None:
+    box = page.locator("#max-tokens input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+    box.blur()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_page_offers_key_settings_and_defaults(page):
+    key = page.locator("#api-key input")
+    assert key.get_attribute("type") == "password"
+    assert key.input_value() == ""  # DEFAULT_API_KEY unset: nothing pre-filled
+    assert page.locator("#model input").input_value() == "fake-chat-1"
+    assert page.locator("#system textarea").input_value() == "You are a helpful assistant."
+    assert page.locator("#temperature input[type=number]").input_value() == "0.7"
+    assert page.locator("#max-tokens input[type=number]").input_value() == "256"
+    shot(page, "chat_empty")
+
+
+def test_reply_streams_and_stop_ends_it_at_once(page, chat_server):
+    _, backend = chat_server
+    stops = len(backend.stopped_at)
+    send(page, "Tell me a long story")
+    wait_until(page, lambda: len(last_bot_text(page).split()) >= 3, what="the first words")
+    first = last_bot_text(page)
+    page.wait_for_timeout(600)
+    second = last_bot_text(page)
+    assert second.startswith(first) and len(second.split()) > len(first.split()) + 3, (first, second)
+    shot(page, "chat_streaming")
+
+    clicked = time.monotonic()
+    page.click("#stop")
+    wait_until(page, lambda: len(backend.stopped_at) > stops, timeout=3, what="the backend to see the stop")
+    assert backend.stopped_at[-1] - clicked < 1.0, "the generation went on after Stop"
+    assert backend.active == 0
+    page.wait_for_timeout(300)
+    after_stop = last_bot_text(page)
+    page.wait_for_timeout(700)
+    assert last_bot_text(page) == after_stop, "the reply still grows after Stop"
+    assert 3 < len(after_stop.split()) < 100
+    shot(page, "chat_stopped")
+
+    # The partial answer stays in the conversation the model sees next.
+    send(page, "Go on", key=None)
+    wait_until(page, lambda: backend.requests[-1]["messages"][-1]["content"] == "Go on", what="the request")
+    messages = backend.requests[-1]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[2]["content"].strip() == after_stop
+    page.click("#stop")
+
+
+def test_wrong_or_missing_key_shows_a_message_and_generates_nothing(page, chat_server):
+    _, backend = chat_server
+    asked = len(backend.requests)
+    send(page, "hello", key="sk-wrong")
+    page.wait_for_selector(f"{BOT}:has-text('Invalid API key')", timeout=5_000)
+    assert "Incorrect API key provided" in last_bot_text(page)
+    shot(page, "chat_wrong_key")
+    send(page, "hello again", key="")
+    page.wait_for_selector(f"{BOT}:has-text('Missing API key')", timeout=5_000)
+    assert len(backend.requests) == asked, "something was generated without a valid key"
+
+    # With the right key, Retry answers the last message; the notices never reach the model.
+    page.fill("#api-key input", "sk-test")
+    set_max_tokens(page, 3)
+    page.click("#retry")
+    wait_until(page, lambda: last_bot_text(page) == "word0 word1 word2", what="the retried answer")
+    messages = backend.requests[-1]["messages"]
+    assert [m["content"] for m in messages] == ["You are a helpful assistant.", "hello", "hello again"]
+
+
+def test_settings_retry_and_clear(page, chat_server):
+    _, backend = chat_server
+    page.locator("#model input").click()
+    page.get_by_role("option", name="fake-chat-2").click()
+    page.fill("#system textarea", "Answer briefly.")
+    set_max_tokens(page, 4)
+    send(page, "first question")
+    wait_until(page, lambda: last_bot_text(page) == "word0 word1 word2 word3", what="the short answer")
+    asked = backend.requests[-1]
+    assert (asked["model"], asked["max_tokens"], asked["temperature"]) == ("fake-chat-2", 4, 0.7)
+    assert asked["messages"] == [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "first question"},
+    ]
+
+    count = len(backend.requests)
+    page.click("#retry")
+    wait_until(page, lambda: len(backend.requests) == count + 1, what="the retry request")
+    assert backend.requests[-1]["messages"] == asked["messages"]  # the old answer was dropped
+    wait_until(page, lambda: last_bot_text(page) == "word0 word1 word2 word3", what="the retried answer")
+    assert page.locator(BOT).count() == 1 and page.locator(USER).count() == 1
+    shot(page, "chat_retried")
+
+    page.click("#clear")
+    wait_until(page, lambda: page.locator(BOT).count() == 0 and page.locator(USER).count() == 0, what="Clear")
+    send(page, "fresh start", key=None)
+    wait_until(page, lambda: backend.requests[-1]["messages"][-1]["content"] == "fresh start", what="the request")
+    assert len(backend.requests[-1]["messages"]) == 2  # system + the new message only
+
+
+def test_server_errors_are_readable_chat_messages(page, chat_server):
+    _, backend = chat_server
+    backend.fail_with = QueueFull("The generation queue is full (32 waiting); retry in a moment.")
+    send(page, "are you busy?")
+    page.wait_for_selector(f"{BOT}:has-text('Queue full')", timeout=5_000)
+    text = last_bot_text(page)
+    assert text == "⚠️ Queue full: The generation queue is full (32 waiting); retry in a moment."
+    assert "Traceback" not in page.content()
+    shot(page, "chat_queue_full")
+
+
+def test_closing_the_page_stops_generation(page, chat_server):
+    _, backend = chat_server
+    stops = len(backend.stopped_at)
+    send(page, "Tell me everything")
+    wait_until(page, lambda: len(last_bot_text(page).split()) >= 3, what="the first words")
+    closed = time.monotonic()
+    page.close()
+    deadline = closed + 3
+    while len(backend.stopped_at) == stops and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(backend.stopped_at) > stops, "the generation went on after the page was closed"
+    assert backend.stopped_at[-1] - closed < 1.5
+    assert backend.active == 0

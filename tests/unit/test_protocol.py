@@ -1,0 +1,239 @@
+"""Request validation: out-of-range values and parameters GPT4All cannot honour are refused, naming `param`."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import orjson
+import pytest
+
+from api.http import parse_body
+from api.protocol import ChatCompletionChunk, ChatCompletionRequest, ChatChunkChoice, CompletionRequest, DeltaMessage
+from errors import InvalidRequest, UnsupportedParameter
+from models.interfaces import SamplingParams
+
+MESSAGES = [{"role": "user", "content": "Hi"}]
+
+
+def parse(model, body) -> object:
+    """Parse like the routes do: raw bytes through `parse_body`."""
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    return parse_body(SimpleNamespace(body=raw), model)
+
+
+def chat(**fields):
+    return parse(ChatCompletionRequest, {"messages": MESSAGES, **fields})
+
+
+def completion(**fields):
+    return parse(CompletionRequest, {"prompt": "Hi", **fields})
+
+
+def refused(call, **fields) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as info:
+        call(**fields)
+    error = info.value
+    assert error.status == 400
+    assert error.body()["error"]["type"] == "invalid_request_error"
+    return error
+
+
+# ---- out-of-range values -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call", [chat, completion])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("temperature", -1),
+        ("temperature", 2.5),
+        ("max_tokens", 0),
+        ("max_tokens", -5),
+        ("max_tokens", 10**9),
+        ("top_p", 0),
+        ("top_p", 1.5),
+        ("top_k", -1),
+        ("min_p", 2),
+        ("n", 0),
+        ("n", 100),
+        ("max_tokens", "many"),
+        ("temperature", "hot"),
+    ],
+)
+def test_out_of_range_or_wrong_type_is_400_naming_the_param(call, field, value):
+    error = refused(call, **{field: value})
+    assert error.param == field
+    assert field in error.message
+    assert error.code == "invalid_request"
+
+
+def test_max_completion_tokens_out_of_range_names_it():
+    assert refused(chat, max_completion_tokens=0).param == "max_completion_tokens"
+    assert refused(chat, max_completion_tokens=10**9).param == "max_completion_tokens"
+
+
+@pytest.mark.parametrize("call", [chat, completion])
+def test_more_than_four_stop_sequences_are_refused(call):
+    error = refused(call, stop=["a", "b", "c", "d", "e"])
+    assert error.param == "stop"
+    assert "at most 4" in error.message
+    assert call(stop=["a", "b", "c", "d"]).stop == ["a", "b", "c", "d"]
+
+
+def test_stop_may_be_a_string_or_list_and_becomes_a_tuple_for_the_engine():
+    assert chat(stop="\n").to_sampling_params(5).stop == ("\n",)
+    assert chat(stop=["x", "y"]).to_sampling_params(5).stop == ("x", "y")
+    assert chat().to_sampling_params(5).stop == ()
+    assert refused(chat, stop=[""]).param == "stop"
+    assert refused(chat, stop=5).param == "stop"
+
+
+# ---- what GPT4All cannot honour --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"functions": [{"name": "f"}]}, "functions"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
+        ({"seed": 42, "temperature": 0.7}, "seed"),
+        ({"seed": 42}, "seed"),  # default temperature is 1
+        ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"presence_penalty": -1}, "presence_penalty"),
+        ({"logit_bias": {"50256": -100}}, "logit_bias"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream: true
+        ({"max_tokens": 5, "max_completion_tokens": 6}, "max_completion_tokens"),
+    ],
+)
+def test_chat_refuses_what_cannot_be_honoured_naming_the_param(fields, param):
+    error = refused(chat, **fields)
+    assert isinstance(error, UnsupportedParameter)
+    assert error.param == param
+    assert error.code == "unsupported_parameter"
+    assert error.body() == {
+        "error": {"message": error.message, "type": "invalid_request_error", "param": param, "code": "unsupported_parameter"}
+    }
+
+
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        ({"logprobs": 2}, "logprobs"),
+        ({"suffix": "end"}, "suffix"),
+        ({"best_of": 3}, "best_of"),
+        ({"seed": 1, "temperature": 0.5}, "seed"),
+        ({"frequency_penalty": 1.0}, "frequency_penalty"),
+    ],
+)
+def test_completion_refuses_what_cannot_be_honoured_naming_the_param(fields, param):
+    error = refused(completion, **fields)
+    assert isinstance(error, UnsupportedParameter)
+    assert error.param == param
+
+
+def test_what_can_be_honoured_is_accepted():
+    request = chat(
+        seed=7,
+        temperature=0,
+        frequency_penalty=0,
+        presence_penalty=0.0,
+        logprobs=False,
+        tool_choice="none",
+        response_format={"type": "text"},
+        logit_bias={},
+        user="alice",
+        stream=True,
+        stream_options={"include_usage": True},
+        max_completion_tokens=9,
+    )
+    assert request.include_usage
+    assert request.token_limit == 9
+    assert request.to_sampling_params(request.token_limit) == SamplingParams(max_tokens=9, temperature=0.0)
+
+
+def test_nulls_mean_defaults():
+    request = chat(temperature=None, top_p=None, top_k=None, n=None, stream=None)
+    assert (request.temperature, request.top_p, request.top_k, request.n, request.stream) == (1.0, 1.0, 40, 1, False)
+
+
+@pytest.mark.parametrize("call", [chat, completion])
+def test_unknown_field_is_refused_naming_it(call):
+    error = refused(call, frobnicate=True)
+    assert error.param == "frobnicate"
+    assert "Extra inputs are not permitted" in error.message
+
+
+# ---- messages and prompts --------------------------------------------------------------------
+
+
+def test_messages_accept_text_parts_and_developer_role():
+    request = parse(
+        ChatCompletionRequest,
+        {
+            "messages": [
+                {"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}]},
+            ]
+        },
+    )
+    assert request.plain_messages() == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+
+
+@pytest.mark.parametrize(
+    "messages, param_prefix",
+    [
+        ([], "messages"),
+        ([{"role": "tool", "content": "x"}], "messages.0.role"),
+        ([{"role": "user"}], "messages.0.content"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], "messages.0.content"),
+        ("hello", "messages"),
+    ],
+)
+def test_bad_messages_are_refused_naming_where(messages, param_prefix):
+    error = refused(lambda **f: parse(ChatCompletionRequest, f), messages=messages)
+    assert error.param.startswith(param_prefix)
+
+
+def test_missing_messages_or_prompt_is_refused():
+    assert refused(lambda: parse(ChatCompletionRequest, {"model": "x"})).param == "messages"
+    assert refused(lambda: parse(CompletionRequest, {"max_tokens": 3})).param == "prompt"
+
+
+def test_prompt_string_or_list_gives_prompts_and_empty_list_is_refused():
+    assert completion().prompts == ["Hi"]
+    assert completion(prompt=["a", "b"]).prompts == ["a", "b"]
+    assert refused(completion, prompt=[]).param == "prompt"
+    assert completion().max_tokens == 16  # OpenAI's default for /v1/completions
+    assert chat().token_limit is None
+
+
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        (b"", "empty"),
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'"text"', "JSON object"),
+    ],
+)
+def test_body_that_is_not_a_json_object_is_400(raw, words):
+    with pytest.raises(InvalidRequest) as info:
+        parse(ChatCompletionRequest, raw)
+    assert words in info.value.message
+
+
+# ---- response shapes -------------------------------------------------------------------------
+
+
+def test_delta_omits_unset_keys_like_openai():
+    chunk = ChatCompletionChunk(
+        id="c", model="m", choices=[ChatChunkChoice(index=0, delta=DeltaMessage(content="x"))]
+    ).model_dump(mode="json")
+    assert chunk["choices"][0]["delta"] == {"content": "x"}
+    assert DeltaMessage().model_dump() == {}
+    assert DeltaMessage(role="assistant", content="").model_dump() == {"role": "assistant", "content": ""}

@@ -1,0 +1,221 @@
+"""The training-dataset store: counts, ids, concurrency, names, corrupt lines and kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from data.training_store import TrainingStore, example_id
+from errors import InvalidRequest, NotFound
+
+ROOT = Path(__file__).resolve().parents[2]
+HELPER = ROOT / "tests" / "helpers" / "ingest_loop.py"
+
+
+def ex(prompt: str, response: str = "answer", **extra) -> dict:
+    return {"prompt": prompt, "response": response, **extra}
+
+
+def lines_of(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+@pytest.mark.asyncio
+async def test_insert_then_append_mode_skips_known_ids(tmp_path):
+    store = TrainingStore(tmp_path)
+    first = await store.ingest("faq", [ex("a"), ex("b", meta={"lang": "en"})])
+    assert first == {"inserted": 2, "updated": 0, "skipped": 0, "size": 2}
+    again = await store.ingest("faq", [ex("a", "changed"), ex("c"), ex("c", "dup in request")])
+    assert again == {"inserted": 1, "updated": 0, "skipped": 2, "size": 3}
+    records = lines_of(tmp_path / "faq.jsonl")
+    assert [r["prompt"] for r in records] == ["a", "b", "c"]
+    assert records[0]["response"] == "answer" and records[2]["response"] == "answer"  # nothing overwritten
+    assert records[1]["meta"] == {"lang": "en"} and records[0]["meta"] == {}
+    assert set(records[0]) == {"id", "prompt", "response", "meta", "created_at"}
+    assert records[0]["created_at"].endswith("Z")
+
+
+@pytest.mark.asyncio
+async def test_upsert_counts_and_stable_ids(tmp_path):
+    store = TrainingStore(tmp_path)
+    await store.ingest("d", [ex("p1"), ex("p2"), ex("p3", id="custom-3")])
+    result = await store.ingest(
+        "d",
+        [ex("p1", "new answer"), ex("p2"), ex("p4"), ex("p4", "p4 second"), ex("other prompt", id="custom-3")],
+        upsert=True,
+    )
+    # p1 changed -> updated; p2 identical -> skipped; p4 new -> inserted, then replaced in the
+    # same request -> updated; custom-3 keyed by its id -> updated.
+    assert result == {"inserted": 1, "updated": 3, "skipped": 1, "size": 4}
+    records = {r["id"]: r for r in lines_of(tmp_path / "d.jsonl")}
+    assert records[example_id("p1")]["response"] == "new answer"
+    assert records[example_id("p1")]["created_at"] <= records[example_id("p1")]["updated_at"]
+    assert records[example_id("p4")]["response"] == "p4 second"
+    assert records["custom-3"]["prompt"] == "other prompt"
+    assert example_id("p1") == example_id("p1") != example_id("p2") and len(example_id("p1")) == 32
+    order = [r["id"] for r in lines_of(tmp_path / "d.jsonl")]
+    assert order == [example_id("p1"), example_id("p2"), "custom-3", example_id("p4")]  # rewritten in place
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.asyncio
+async def test_embeddings_are_stored_and_listed(tmp_path):
+    store = TrainingStore(tmp_path)
+    assert await store.list_datasets() == []
+    await store.ingest("plain", [ex("x")])
+    await store.ingest("vectors", [ex("x"), ex("y")], embeddings=[[0.5, -0.25], [1.0, 0.0]])
+    again = await store.ingest("vectors", [ex("x")], upsert=True, embeddings=[[9.0, 9.0]])
+    assert again["skipped"] == 1  # same content, already embedded: nothing to change
+    added = await store.ingest("plain", [ex("x")], upsert=True, embeddings=[[0.1, 0.2]])
+    assert added["updated"] == 1  # same content but it had no embedding yet
+    listing = {d["name"]: d for d in await store.list_datasets()}
+    assert set(listing) == {"plain", "vectors"}
+    assert listing["vectors"]["has_embeddings"] and listing["vectors"]["examples"] == 2
+    assert listing["vectors"]["bytes"] == (tmp_path / "vectors.jsonl").stat().st_size
+    assert listing["vectors"]["updated_at"].endswith("Z") and listing["vectors"]["corrupt_lines"] == 0
+    page = await store.read("vectors", offset=1, limit=5)
+    assert page["total"] == 2 and [r["embedding"] for r in page["data"]] == [[1.0, 0.0]]
+
+
+@pytest.mark.asyncio
+async def test_concurrent_ingests_to_one_dataset_lose_nothing(tmp_path):
+    store = TrainingStore(tmp_path)
+
+    async def client(c: int) -> dict:
+        await asyncio.sleep(random.random() / 100)
+        return await store.ingest("shared", [ex(f"c{c}-e{i}") for i in range(25)], upsert=c % 4 == 0)
+
+    results = await asyncio.gather(*(client(c) for c in range(20)))
+    assert sum(r["inserted"] for r in results) == 500
+    assert sorted(r["size"] for r in results)[-1] == 500
+    records = lines_of(tmp_path / "shared.jsonl")
+    assert len(records) == 500 and len({r["id"] for r in records}) == 500
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", ["../x", "/etc/passwd", "", "a/b", "..", ".", "a" * 65, "a b", "x\x00", "ü", None])
+async def test_names_that_could_leave_the_root_are_rejected(tmp_path, name):
+    store = TrainingStore(tmp_path / "root")
+    for call in (store.ingest(name, [ex("a")]), store.read(name), store.delete(name)):
+        with pytest.raises(InvalidRequest) as caught:
+            await call
+        assert caught.value.param == "dataset"
+    assert not (tmp_path / "root").exists() and not (tmp_path / "x.jsonl").exists()
+
+
+@pytest.mark.asyncio
+async def test_longest_and_dotted_names_stay_inside(tmp_path):
+    store = TrainingStore(tmp_path)
+    for name in ["a" * 64, "...", "v1.2_final-x"]:
+        await store.ingest(name, [ex("a")])
+        assert (tmp_path / f"{name}.jsonl").is_file()
+
+
+@pytest.mark.asyncio
+async def test_bad_examples_are_rejected_with_the_field(tmp_path):
+    store = TrainingStore(tmp_path)
+    cases = [([{"response": "r"}], "examples[0].prompt"), ([ex("a"), ex("b", response=3)], "examples[1].response"),
+             ([ex("a", meta=[1])], "examples[0].meta"), ([ex("a", id="")], "examples[0].id"), (["x"], "examples[0]")]
+    for examples, param in cases:
+        with pytest.raises(InvalidRequest) as caught:
+            await store.ingest("d", examples)
+        assert caught.value.param == param
+    with pytest.raises(InvalidRequest):
+        await store.ingest("d", [ex("a")], embeddings=[])
+    assert not (tmp_path / "d.jsonl").exists()
+
+
+@pytest.mark.asyncio
+async def test_corrupt_lines_are_reported_and_kept_by_rewrites(tmp_path):
+    store = TrainingStore(tmp_path)
+    await store.ingest("d", [ex("a"), ex("b")])
+    path = tmp_path / "d.jsonl"
+    with path.open("ab") as handle:
+        handle.write(b'not json at all\n{"id": "x", "prompt": "p", "respo')  # garbage + a torn last line
+    page = await store.read("d")
+    assert page["corrupt_lines"] == [3, 4] and page["total"] == 2
+    assert (await store.list_datasets())[0]["corrupt_lines"] == 2
+
+    appended = await store.ingest("d", [ex("c")])  # must not glue "c" onto the torn line
+    assert appended["inserted"] == 1 and appended["size"] == 3
+    assert (await store.read("d"))["corrupt_lines"] == [3, 4]
+
+    rewritten = await store.ingest("d", [ex("a", "new")], upsert=True)
+    assert rewritten == {"inserted": 0, "updated": 1, "skipped": 0, "size": 3}
+    raw = path.read_bytes().splitlines()
+    assert raw[2] == b"not json at all" and raw[3] == b'{"id": "x", "prompt": "p", "respo'
+    page = await store.read("d")
+    assert page["corrupt_lines"] == [3, 4] and [r["prompt"] for r in page["data"]] == ["a", "b", "c"]
+
+
+@pytest.mark.asyncio
+async def test_read_paging_and_delete(tmp_path):
+    store = TrainingStore(tmp_path)
+    await store.ingest("d", [ex(f"p{i}") for i in range(7)])
+    page = await store.read("d", offset=5, limit=5)
+    assert [r["prompt"] for r in page["data"]] == ["p5", "p6"] and page["total"] == 7
+    for bad in ({"offset": -1}, {"limit": 0}, {"limit": 100_000}):
+        with pytest.raises(InvalidRequest):
+            await store.read("d", **bad)
+    await store.delete("d")
+    assert await store.list_datasets() == []
+    with pytest.raises(NotFound):
+        await store.delete("d")
+    with pytest.raises(NotFound):
+        await store.read("d")
+
+
+def run_and_kill(root: Path, dataset: str, min_acks: int, seed: int) -> list[int]:
+    """Start the ingest loop, SIGKILL it after `min_acks` acks plus a random moment; return acks."""
+    process = subprocess.Popen([sys.executable, str(HELPER), str(root), dataset],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    acks: list[int] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(acks) < min_acks:
+            line = process.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                raise AssertionError(f"ingest loop stopped early: {process.stderr.read().decode()[-2000:]}")
+            acks.append(int(line))
+        time.sleep(random.Random(seed).random() * 0.05)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        remaining, _ = process.communicate(timeout=10)
+    assert process.returncode == -signal.SIGKILL
+    return acks + [int(line) for line in remaining.split()]  # printed before the kill: acknowledged too
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_kill_9_mid_ingest_keeps_every_acknowledged_example(tmp_path, seed):
+    sys.path.insert(0, str(HELPER.parent))
+    from ingest_loop import PER_BATCH
+
+    acks = run_and_kill(tmp_path, "crash", min_acks=10 + 5 * seed, seed=seed)
+    path = tmp_path / "crash.jsonl"
+    raw = path.read_bytes().split(b"\n")
+    if raw[-1] == b"":
+        raw.pop()
+    for line in raw[:-1]:
+        orjson.loads(line)  # every line but possibly the last parses
+    store = TrainingStore(tmp_path)
+    page = await store.read("crash", limit=1000)
+    assert page["corrupt_lines"] in ([], [len(raw)])  # at most a torn last line, and it is reported
+    ids = {r["id"] for r in page["data"]}
+    assert {f"b{b}-e{j}" for b in acks for j in range(PER_BATCH)} <= ids
+    assert len(ids) == page["total"]  # still one record per id
+    assert [d["name"] for d in await store.list_datasets()] == ["crash"]  # a leftover .tmp is not a dataset
+    after = await store.ingest("crash", [ex("after the crash")])
+    assert after["inserted"] == 1 and (await store.read("crash", limit=1000))["corrupt_lines"] == page["corrupt_lines"]
+    rewrite = await store.ingest("crash", [ex("after the crash", "updated")], upsert=True)
+    assert rewrite["updated"] == 1 and rewrite["size"] == page["total"] + 1
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # a crash's leftovers are cleared

@@ -17,11 +17,13 @@ from typing import Callable
 from sanic import Request, Sanic
 
 from api import auth, completions, embeddings, system, training
+from api import docs, observability
 from api import errors as api_errors
 from api.generation import GenerationService
 from api.protocol import ModelCard
 from data.training_store import TrainingStore
 from errors import ServerError
+from metrics import Metrics
 from models.interfaces import ChatEngine
 from models.registry import ModelRegistry, ModelRegistryError
 from scheduler.embedding_batcher import EmbeddingBatcher
@@ -91,12 +93,15 @@ def create_app(
     ctx.health_checks = [lambda: {"embedding_model": settings.embedding_model, "embedding_state": ctx.embeddings.state}]
     ctx.default_model = None
     ctx.startup_error = None
+    ctx.metrics = Metrics()  # one registry per app; observability.install subscribes it
 
     api_errors.install(app)
     app.blueprint(system.bp)
     app.blueprint(completions.bp)
     app.blueprint(embeddings.bp)
     app.blueprint(training.bp)
+    observability.install(app)  # /metrics, /status, request counting, scheduler listeners
+    docs.install(app)  # /openapi.json, /docs, /redoc (offline)
 
     @app.on_request(priority=100)
     async def require_api_key(request: Request) -> None:

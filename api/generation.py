@@ -14,7 +14,7 @@ from typing import AsyncIterator
 from errors import InvalidRequest, ServerError
 from models.chat_template import ChatTemplateError
 from models.interfaces import GenerationOutcome, SamplingParams
-from models.registry import ModelFile, ModelRegistry
+from models.registry import ModelFile, ModelRegistry, ModelRegistryError
 from scheduler.generation import GenerationScheduler
 from scheduler.jobs import GenerationJob
 
@@ -42,7 +42,12 @@ class GenerationService:
             raise InvalidRequest(
                 f"`{name}` is an embedding model; use it with /v1/embeddings", param="model"
             )
-        return self.registry.get(name) if name else self.registry.default()
+        if name:
+            return self.registry.get(name)
+        try:
+            return self.registry.default()
+        except ModelRegistryError as exc:  # several models and no MODEL_NAME, or none at all
+            raise InvalidRequest(f"no default model: {exc}; or name one in `model`", param="model") from None
 
     async def chat_prompt(self, model: ModelFile, messages: list[dict[str, str]]) -> str:
         chat_format = await asyncio.to_thread(self.registry.chat_format, model)  # cached after first read

@@ -1,10 +1,11 @@
 """`GET /metrics` (JSON, or Prometheus text), the public `/status` dashboard, and request counting.
 
 `install(app)` registers the blueprint, a middleware pair that counts every response by route
-template (never the raw path, so label values stay bounded), method and status, and the hooks that
-feed the metrics from the embedding batcher once it exists. `/metrics` is protected by the auth
-middleware in server.py (`api/auth.py` lists it); `/status` and its assets are public, and the page
-asks for the key itself.
+template (never the raw path, so label values stay bounded), method and status, and subscribes
+the metrics to `app.ctx.scheduler` and `app.ctx.embeddings` (an embedding service or batcher) if
+they exist; one created later is attached with `app.ctx.metrics.attach_embeddings(obj)`.
+`/metrics` is protected by the auth middleware in server.py (`api/auth.py` lists it); `/status`
+and its assets are public, and the page asks for the key itself.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from prometheus_client.exposition import choose_encoder
 from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse
+from sanic_ext import openapi
 
 from api.http import json_response
 from api.system import VERSION
@@ -40,7 +42,7 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-PROMETHEUS_TYPES = ("text/plain", "application/openmetrics-text")
+PROMETHEUS_TYPES = {"text/plain", "application/openmetrics-text"}
 
 
 def _metrics(request: Request) -> Metrics:
@@ -48,14 +50,17 @@ def _metrics(request: Request) -> Metrics:
 
 
 def wants_prometheus(request: Request) -> bool:
-    """`?format=prometheus`, or an Accept header that names the text format (and no `?format=json`)."""
+    """`?format=prometheus`, or an Accept header that names a Prometheus format and not JSON.
+
+    Browsers and most HTTP clients send `*/*` (or `application/json, text/plain, */*`): they get JSON.
+    """
     fmt = (request.args.get("format") or "").lower()
     if fmt in ("prometheus", "openmetrics", "text"):
         return True
     if fmt == "json":
         return False
-    accept = request.headers.get("accept", "")
-    return any(part.split(";")[0].strip() in PROMETHEUS_TYPES for part in accept.split(","))
+    accepted = {part.split(";")[0].strip().lower() for part in request.headers.get("accept", "").split(",")}
+    return bool(accepted & PROMETHEUS_TYPES) and "application/json" not in accepted
 
 
 @bp.get("/metrics")
@@ -76,6 +81,7 @@ async def status_page(request: Request) -> HTTPResponse:
 
 
 @bp.get("/status/assets/<name:str>")
+@openapi.exclude()
 async def status_asset(request: Request, name: str) -> HTTPResponse:
     path = STATIC / name
     if "/" in name or name.startswith(".") or path.suffix not in ASSET_TYPES or not path.is_file():
@@ -90,7 +96,7 @@ def install(app: Sanic) -> None:
     if getattr(ctx, "metrics", None) is None:
         ctx.metrics = Metrics()
     metrics: Metrics = ctx.metrics
-    metrics.bind(scheduler=getattr(ctx, "scheduler", None), embeddings=lambda: getattr(ctx, "embeddings", None))
+    metrics.bind(scheduler=getattr(ctx, "scheduler", None), embeddings=getattr(ctx, "embeddings", None))
     app.blueprint(bp)
 
     @app.on_request(priority=1000)  # before the auth check, so 401s are timed too
@@ -105,14 +111,3 @@ def install(app: Sanic) -> None:
             metrics.observe_request(request.uri_template or UNMATCHED, request.method, response.status, seconds)
         except Exception:  # noqa: BLE001 - counting must never break a response
             log.exception("could not record request metrics")
-
-    @app.after_server_start
-    async def attach_embedding_metrics(app: Sanic) -> None:
-        attach_embeddings(app)
-
-
-def attach_embeddings(app: Sanic) -> None:
-    """Hook for whoever creates `app.ctx.embeddings` later than start-up: call it again then (idempotent)."""
-    batcher = getattr(app.ctx, "embeddings", None)
-    if batcher is not None:
-        app.ctx.metrics.attach_embedding_batcher(batcher)

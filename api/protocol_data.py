@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 
 class EmbeddingRequest(BaseModel):
@@ -13,7 +13,8 @@ class EmbeddingRequest(BaseModel):
         json_schema_extra={"examples": [{"model": "all-MiniLM-L6-v2", "input": ["A quick brown fox", "jumps over the lazy dog"]}]},
     )
 
-    input: str | list[str] | list[int] | list[list[int]] = Field(
+    # StrictInt: lax ints would turn a JSON `true` or `1.0` into token id 1.
+    input: str | list[str] | list[StrictInt] | list[list[StrictInt]] = Field(
         ..., description="Text, texts, token ids, or lists of token ids (decoded with the model's tokenizer)."
     )
     model: str | None = Field(None, description="The embedding model; the configured one when absent.")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 # Gradio reads these at import and call time: no telemetry, nothing fetched at run time.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -81,22 +82,30 @@ def model_messages(system: str, history: list[dict]) -> list[dict]:
     return messages + [{"role": m["role"], "content": m["content"]} for m in history if not m.get("notice")]
 
 
+def locked(**prompt_update: Any) -> tuple:
+    """Updates of (prompt, send, retry): no new turn starts while one is generating."""
+    off = gr.update(interactive=False)
+    return gr.update(interactive=False, **prompt_update), off, off
+
+
+def unlocked() -> tuple:
+    return gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True)
+
+
 def add_user_message(text: str, history: list[dict]):
-    text = text.strip()
-    if not text:
-        return gr.update(), history, gr.update()
-    history = history + [{"role": "user", "content": text}]
-    return "", history, view(history)
+    if text.strip():
+        history = history + [{"role": "user", "content": text.strip()}]
+    return *locked(value=""), history, view(history)
 
 
 def drop_last_answer(history: list[dict]):
     while history and history[-1]["role"] != "user":
         history = history[:-1]
-    return history, view(history)
+    return *locked(), history, view(history)
 
 
 def clear_chat():
-    return [], []
+    return *unlocked(), [], []
 
 
 def make_responder(backend: ChatBackend):
@@ -166,31 +175,46 @@ def build_chat_ui(backend: ChatBackend, *, default_api_key: str = "") -> gr.Bloc
                     models, value=default_model if default_model in models else None,
                     label="Model", elem_id="model", interactive=True,
                 )
-                system = gr.Textbox(label="System prompt", value=DEFAULT_SYSTEM_PROMPT, lines=3, elem_id="system")
-                temperature = gr.Slider(0, 2, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature", elem_id="temperature")
-                max_tokens = gr.Slider(1, MAX_TOKENS_LIMIT, value=DEFAULT_MAX_TOKENS, step=1, label="Max tokens", elem_id="max-tokens")
+                system = gr.Textbox(
+                    label="System prompt", value=DEFAULT_SYSTEM_PROMPT, lines=3, elem_id="system",
+                )
+                temperature = gr.Slider(
+                    0, 2, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature", elem_id="temperature",
+                )
+                max_tokens = gr.Slider(
+                    1, MAX_TOKENS_LIMIT, value=DEFAULT_MAX_TOKENS, step=1, label="Max tokens",
+                    elem_id="max-tokens",
+                )
 
-        private = {"api_visibility": "private"}
+        lockable = [prompt, send, retry]
         respond = make_responder(backend)
         respond_inputs = [history, api_key, model, system, temperature, max_tokens]
+        # The page's own events, not a public Gradio API; queue=False for the quick steps.
+        private, quick = {"api_visibility": "private"}, {"api_visibility": "private", "queue": False}
         generations = []
         for trigger, step, inputs in (
             (prompt.submit, add_user_message, [prompt, history]),
             (send.click, add_user_message, [prompt, history]),
             (retry.click, drop_last_answer, [history]),
         ):
-            outputs = [prompt, history, chatbot] if step is add_user_message else [history, chatbot]
-            first = trigger(step, inputs, outputs, queue=False, **private)
-            # No Gradio-side limit: the generation scheduler is the one queue, fair to API clients.
-            generations.append(first.then(respond, respond_inputs, [history, chatbot], concurrency_limit=None, **private))
-        stop.click(None, None, None, cancels=generations)
-        for trigger in (clear.click, chatbot.clear):  # the chatbot's own trash icon too
-            trigger(clear_chat, None, [history, chatbot], queue=False, cancels=generations, **private)
-        ui.load(model_choices, None, model, queue=False, **private)
+            turn = trigger(step, inputs, [*lockable, history, chatbot], **quick)
+            # No Gradio-side concurrency limit: the generation scheduler is the one queue, and it
+            # is fair between UI users and API clients.
+            generation = turn.then(
+                respond, respond_inputs, [history, chatbot], concurrency_limit=None, **private
+            )
+            generation.then(unlocked, None, lockable, **quick)
+            generations.append(generation)
+        stop.click(unlocked, None, lockable, cancels=generations, **quick)
+        for trigger in (clear.click, chatbot.clear):  # the chatbot's own trash icon clears too
+            trigger(clear_chat, None, [*lockable, history, chatbot], cancels=generations, **quick)
+        ui.load(model_choices, None, model, **quick)
     return ui
 
 
-def mount_chat_ui(app: Sanic, backend: ChatBackend, *, path: str = "/chat", default_api_key: str = "") -> None:
+def mount_chat_ui(
+    app: Sanic, backend: ChatBackend, *, path: str = "/chat", default_api_key: str = ""
+) -> None:
     """Serve the chat page at `path` of `app`, through the in-process ASGI bridge."""
     blocks = build_chat_ui(backend, default_api_key=default_api_key)
     asgi_app = gr.mount_gradio_app(

@@ -5,8 +5,8 @@ never share counts) and the small recording functions the rest of the server cal
 
     observe_request(endpoint, method, status, seconds)   HTTP middleware (api/observability.py)
     observe_generation(job)                              GenerationScheduler.listeners
-    observe_embedding_batch(size, seconds)               EmbeddingBatcher.batch_listeners
-    observe_embedding_wait(seconds)                      EmbeddingBatcher.queue_listeners
+    observe_embedding_batch(size, seconds)               EmbeddingBatcher.batch_listeners  } via
+    observe_embedding_wait(seconds)                      EmbeddingBatcher.queue_listeners  } attach_embeddings
     observe_training_ingest(counts)                      the training ingest route
 
 Live values (queue depth, jobs running, 429s and cancellations counted by the schedulers
@@ -43,8 +43,7 @@ class Metrics:
         self.window_s = window_s
         self.registry = CollectorRegistry(auto_describe=True)
         self.process = ProcessStats()
-        self.scheduler: Any = None  # the GenerationScheduler
-        self.embeddings: Callable[[], Any] = lambda: None  # returns the EmbeddingBatcher, or None
+        self.scheduler: Any = None  # the GenerationScheduler, read live (see bind)
         r = self.registry
 
         # HTTP
@@ -76,6 +75,8 @@ class Metrics:
         self.training_ingests = Counter(_name("training_ingests"), "Training ingest requests stored.", registry=r)
         self.training_examples = Counter(_name("training_examples"), "Examples ingested, by result (inserted/updated/skipped).",
                                          ["result"], registry=r)
+        for result in ("inserted", "updated", "skipped"):
+            self.training_examples.labels(result)  # listed at 0 before the first ingest
         r.register(_LiveCollector(self))
 
         # Recent windows for the JSON percentiles and rates
@@ -83,12 +84,14 @@ class Metrics:
         self.recent_batches = RecentWindow(window_s, clock=clock)  # (size, seconds)
         self.recent_embedding_waits = RecentWindow(window_s, clock=clock)  # (seconds,)
 
-    def bind(self, *, scheduler: Any = None, embeddings: Callable[[], Any] | None = None) -> None:
-        """Name the live objects read at collection time (the embedding batcher may appear late)."""
+    def bind(self, *, scheduler: Any = None, embeddings: Any = None) -> None:
+        """Follow the GenerationScheduler (its listeners, its live queue) and the embeddings (idempotent)."""
         if scheduler is not None:
             self.scheduler = scheduler
+            if self.observe_generation not in scheduler.listeners:
+                scheduler.listeners.append(self.observe_generation)
         if embeddings is not None:
-            self.embeddings = embeddings
+            self.attach_embeddings(embeddings)
 
     # ---- recording ---------------------------------------------------------------------------
 
@@ -136,17 +139,28 @@ class Metrics:
         for result in ("inserted", "updated", "skipped"):
             self.training_examples.labels(result).inc(int(counts.get(result, 0)))
 
-    def attach_embedding_batcher(self, batcher: Any) -> None:
-        """Subscribe to an EmbeddingBatcher's listeners (idempotent) and read its queue live."""
-        batch_listeners = getattr(batcher, "batch_listeners", None)
-        if batch_listeners is None:
-            batch_listeners = getattr(batcher, "listeners", [])
-        if self.observe_embedding_batch not in batch_listeners:
-            batch_listeners.append(self.observe_embedding_batch)
-        queue_listeners = getattr(batcher, "queue_listeners", None)
-        if queue_listeners is not None and self.observe_embedding_wait not in queue_listeners:
-            queue_listeners.append(self.observe_embedding_wait)
-        self.embeddings = lambda: batcher
+    def attach_embeddings(self, source: Any) -> None:
+        """Follow an EmbeddingBatcher, or a holder of one (`.batcher`, e.g. EmbeddingService), idempotently.
+
+        Listeners go on `source` now (a service hands its `batch_listeners` to the batcher it
+        creates) and on the batcher itself once it exists; its queue is read live.
+        """
+        self._embedding_source = source
+        self._subscribe(source)
+
+    def embedding_batcher(self) -> Any:
+        source = getattr(self, "_embedding_source", None)
+        batcher = source if hasattr(source, "queue_depth") else getattr(source, "batcher", None)
+        if batcher is not None and batcher is not source:
+            self._subscribe(batcher)
+        return batcher
+
+    def _subscribe(self, target: Any) -> None:
+        for attribute, listener in (("batch_listeners", self.observe_embedding_batch),
+                                    ("queue_listeners", self.observe_embedding_wait)):
+            listeners = getattr(target, attribute, None)
+            if listeners is not None and listener not in listeners:
+                listeners.append(listener)
 
 
 class _LiveCollector(Collector):
@@ -194,7 +208,7 @@ def scheduler_values(m: Metrics) -> dict[str, dict[str, int | None]]:
         s = m.scheduler
         out["generation"] = {"queue_depth": len(s.pending), "max_queue": s.max_queue, "running": s.running,
                              "rejected": s.rejected, "cancelled": s.cancelled}
-    batcher = m.embeddings()
+    batcher = m.embedding_batcher()
     if batcher is not None:
         out["embedding"] = {"queue_depth": batcher.queue_depth, "max_queue": batcher.max_queue,
                             "running": int(bool(getattr(batcher, "busy", False))),

@@ -85,7 +85,9 @@ def _tokens(m: Metrics) -> dict[str, Any]:
 
 
 def _models(m: Metrics) -> dict[str, dict[str, Any]]:
-    models: dict[str, dict[str, Any]] = defaultdict(lambda: {"state": "unloaded", "generations": 0, "by_outcome": {}})
+    models: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"state": "unloaded", "generations": 0, "by_outcome": {}, "prompt_tokens": 0, "completion_tokens": 0}
+    )
     if m.scheduler is not None:
         for name, worker in list(m.scheduler.workers.items()):
             models[name]["state"] = worker.state

@@ -11,10 +11,14 @@ Not thread-safe: one instance belongs to one thread (the scheduler's worker for 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import os
+import sys
+import tempfile
+import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from errors import ContextLengthExceeded, ModelLoadFailed
 from models.interfaces import GenerationOutcome, SamplingParams
@@ -29,18 +33,22 @@ class GPT4AllEngine:
 
         path = Path(path)
         _check_header(path)
-        try:
-            model = GPT4All(
-                path.name,
-                model_path=str(path.parent),
-                allow_download=False,
-                n_threads=n_threads,
-                n_ctx=n_ctx,
-                device=device,
-                verbose=False,
-            )
-        except Exception as exc:
-            raise ModelLoadFailed(f"could not load {path.name}: {exc}") from None
+        failure: Exception | None = None
+        with _native_stderr() as native_log:
+            try:
+                model = GPT4All(
+                    path.name,
+                    model_path=str(path.parent),
+                    allow_download=False,
+                    n_threads=n_threads,
+                    n_ctx=n_ctx,
+                    device=device,
+                    verbose=False,
+                )
+            except Exception as exc:
+                failure = exc
+        if failure is not None:
+            raise ModelLoadFailed(f"could not load {path.name}: {_load_reason(native_log, failure)}") from None
         self.name = path.name
         self.n_ctx = n_ctx
         self.n_batch = n_batch
@@ -93,7 +101,9 @@ class GPT4AllEngine:
         llmodel.llmodel_prompt(
             lm.model,
             ctypes.c_char_p(prompt.encode("utf-8")),
-            ctypes.c_char_p(b"%1"),
+            # "%1%2", not "%1": with one placeholder GPT4All decodes a "\n\n" assistant suffix after the
+            # reply, which calls the prompt callback again (usage off by one) and costs an extra eval.
+            ctypes.c_char_p(b"%1%2"),
             PromptCallback(on_prompt_token),
             ResponseCallback(on_response_token),
             True,
@@ -125,6 +135,38 @@ class GPT4AllEngine:
 
     def close(self) -> None:
         self._llmodel.close()
+
+
+_stderr_lock = threading.Lock()  # fd 2 is process-wide: one capture at a time
+
+
+@contextlib.contextmanager
+def _native_stderr() -> Iterator[list[str]]:
+    """Capture what native code writes to fd 2 (and pass it on): llama.cpp says why a load failed only there."""
+    captured: list[str] = []
+    with _stderr_lock, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read()
+            if text:
+                os.write(2, text)
+            captured.append(text.decode("utf-8", "replace"))
+
+
+def _load_reason(native_log: list[str], failure: Exception) -> str:
+    """llama.cpp's own error line (e.g. "unknown pre-tokenizer type: 'smollm'"), else the bindings' message."""
+    for line in "".join(native_log).splitlines():
+        if "error" in line.lower():
+            return line.split("error loading model: ")[-1].strip()
+    return str(failure)
 
 
 def _check_header(path: Path) -> None:

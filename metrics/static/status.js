@@ -3,7 +3,8 @@
 "use strict";
 
 const POLL_S = Number(new URLSearchParams(location.search).get("interval")) || 3;
-const HISTORY_S = 600;
+const HISTORY_S = 600; // charts keep the last 10 minutes...
+const MIN_SPAN_S = 30; // ...and show at least 30 s, so a fresh page is not squeezed against "now"
 const KEY_STORE = "llm-server-api-key";
 const $ = (id) => document.getElementById(id);
 const history = []; // {t, requests_s, prompt_s, completion_s, queue, embed_queue, wait, ttft, cpu, rss}
@@ -120,16 +121,17 @@ function svgEl(name, attrs, text) {
 function chart(id, keys, digits) {
   const svg = $(id), w = svg.clientWidth || 340, h = svg.clientHeight || 130, left = 40, bottom = h - 14;
   const now = history.length ? history[history.length - 1].t : 0;
+  const span = Math.min(HISTORY_S, Math.max(MIN_SPAN_S, now - (history.length ? history[0].t : now)));
   const values = history.flatMap((p) => keys.map((k) => p[k]).filter((v) => v != null));
   const top = Math.max(...values, 0) * 1.15 || 1;
-  const x = (t) => left + (w - left - 4) * (1 - (now - t) / HISTORY_S), y = (v) => bottom - (bottom - 6) * (v / top);
+  const x = (t) => left + (w - left - 4) * (1 - (now - t) / span), y = (v) => bottom - (bottom - 6) * (v / top);
   svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
   svg.replaceChildren(
     svgEl("line", { class: "grid", x1: left, x2: w, y1: bottom, y2: bottom }),
     svgEl("line", { class: "grid", x1: left, x2: w, y1: 6, y2: 6 }),
     svgEl("text", { x: left - 4, y: 12, "text-anchor": "end" }, num(top, digits)),
     svgEl("text", { x: left - 4, y: bottom, "text-anchor": "end" }, "0"),
-    svgEl("text", { x: left, y: h - 2 }, `−${HISTORY_S / 60} min`),
+    svgEl("text", { x: left, y: h - 2 }, span < 120 ? `−${Math.round(span)} s` : `−${Math.round(span / 60)} min`),
     svgEl("text", { x: w - 4, y: h - 2, "text-anchor": "end" }, "now"),
     ...keys.map((k, i) => svgEl("polyline", { class: `s${i}`,
       points: history.filter((p) => p[k] != null).map((p) => `${x(p.t).toFixed(1)},${y(p[k]).toFixed(1)}`).join(" ") })),

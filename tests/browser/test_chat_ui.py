@@ -152,6 +152,7 @@ def test_reply_streams_and_stop_ends_it_at_once(page, chat_server):
     page.wait_for_timeout(600)
     second = last_bot_text(page)
     assert second.startswith(first) and len(second.split()) > len(first.split()) + 3, (first, second)
+    assert page.locator("#send").is_disabled() and page.locator("#prompt textarea").is_disabled()
     shot(page, "chat_streaming")
 
     clicked = time.monotonic()
@@ -164,6 +165,7 @@ def test_reply_streams_and_stop_ends_it_at_once(page, chat_server):
     page.wait_for_timeout(700)
     assert last_bot_text(page) == after_stop, "the reply still grows after Stop"
     assert 3 < len(after_stop.split()) < 100
+    assert page.locator("#send").is_enabled() and page.locator("#prompt textarea").is_enabled()
     shot(page, "chat_stopped")
 
     # The partial answer stays in the conversation the model sees next.

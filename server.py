@@ -61,12 +61,16 @@ def create_app(
     chat_engine_factory: ChatEngineFactory | None = None,
     embedding_engine_factory: Callable[[], object] | None = None,
     name: str = "gpt4all_server",
+    mount_ui: bool = True,
 ) -> Sanic:
     app = Sanic(name)
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
     app.config.RESPONSE_TIMEOUT = settings.queue_timeout_s + settings.generation_timeout_s + 30
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.ACCESS_LOG = False
+    # CORS is off unless CORS_ORIGINS names origins (sanic-ext would otherwise answer every origin).
+    app.config.CORS = bool(settings.cors_origins)
+    app.config.CORS_ORIGINS = ",".join(settings.cors_origins)
 
     registry = ModelRegistry(settings.models_dir, settings.model_name)
     scheduler = GenerationScheduler(
@@ -102,10 +106,15 @@ def create_app(
     app.blueprint(training.bp)
     observability.install(app)  # /metrics, /status, request counting, scheduler listeners
     docs.install(app)  # /openapi.json, /docs, /redoc (offline)
+    if mount_ui:
+        from gradio_ui.chat_app import mount_chat_ui  # Gradio takes seconds to import
+        from gradio_ui.scheduler_backend import SchedulerChatBackend
+
+        mount_chat_ui(app, SchedulerChatBackend(ctx), default_api_key=settings.default_api_key)
 
     @app.on_request(priority=100)
     async def require_api_key(request: Request) -> None:
-        if auth.is_protected(request.path):
+        if auth.is_protected(request.path) and not _is_cors_preflight(request, settings):
             auth.check_key(settings.api_keys, settings.require_api_key, auth.bearer_token(request.headers.get("authorization")))
 
     @app.before_server_start
@@ -124,6 +133,11 @@ def create_app(
         await ctx.embeddings.stop()
 
     return app
+
+
+def _is_cors_preflight(request: Request, settings: Settings) -> bool:
+    """A browser's preflight carries no credentials; it is answered (with no data) only when CORS is on."""
+    return bool(settings.cors_origins) and request.method == "OPTIONS" and "access-control-request-method" in request.headers
 
 
 def main() -> None:

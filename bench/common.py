@@ -193,27 +193,66 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 def _cell(value: object, digits: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
 
 
-def format_table(rows: list[dict], columns: list[tuple[str, str]], digits: int = 1) -> str:
-    """A Markdown table of `rows` with (key, heading) `columns`; missing values print as '-'."""
-    cells = [[_cell(row.get(key), digits) for key, _ in columns] for row in rows]
-    widths = [max([len(head)] + [len(r[i]) for r in cells]) for i, (_, head) in enumerate(columns)]
-    numeric = [all(_is_number(row.get(key)) for row in rows if row.get(key) is not None) for key, _ in columns]
+def format_table(rows: list[dict], columns: list[tuple], digits: int = 1) -> str:
+    """A Markdown table of `rows`; `columns` are (key, heading) or (key, heading, digits) tuples.
+
+    Missing values print as '-'; floats with `digits` decimals unless the column says otherwise.
+    """
+    keys = [c[0] for c in columns]
+    heads = [c[1] for c in columns]
+    places = [c[2] if len(c) > 2 else digits for c in columns]
+    cells = [[_cell(row.get(key), d) for key, d in zip(keys, places)] for row in rows]
+    widths = [max([len(head)] + [len(r[i]) for r in cells]) for i, head in enumerate(heads)]
+    numeric = [all(_is_number(row.get(key)) for row in rows if row.get(key) is not None) for key in keys]
 
     def line(values: list[str]) -> str:
         parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
         return "| " + " | ".join(parts) + " |"
 
     rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
-    return "\n".join([line([head for _, head in columns]), rule] + [line(r) for r in cells])
+    return "\n".join([line(heads), rule] + [line(r) for r in cells])
 
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` (all its threads) so far; None if unknown."""
+    try:
+        import psutil
+
+        times = psutil.Process(pid).cpu_times()
+        return times.user + times.system
+    except Exception:  # noqa: BLE001 - psutil missing or the process gone: the figure is optional
+        return None
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def busy_machine_warning() -> str | None:
+    """A warning when other processes already use a good part of the cores (figures will be noisy)."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return None
+    cpus = os.cpu_count() or 1
+    if load > 0.5 * cpus:
+        return (f"load average {load:.2f} on {cpus} cpus before starting: other processes compete for the cores, "
+                "so these figures are noisy (llama.cpp's spinning worker threads suffer most when threads = cores)")
+    return None
 
 
 def machine_info() -> dict:

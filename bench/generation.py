@@ -37,7 +37,7 @@ import importlib.util
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python bench/generation.py`
@@ -46,6 +46,9 @@ if __package__ in (None, ""):  # `python bench/generation.py`
 import httpx
 
 from bench.common import (
+    busy_machine_warning,
+    load_average,
+    process_cpu_seconds,
     BENCH_API_KEY,
     ROOT,
     ServerProcess,
@@ -100,7 +103,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--warmup", type=int, default=None, help="unmeasured requests per system first (default 2; quick 1)")
     group.add_argument("--concurrency", type=int, default=4, help="clients at once in the concurrent phase (0 skips it)")
     group.add_argument(
-        "--concurrent-runs", type=int, default=None, help="rounds of the concurrent phase; each client sends every prompt once per round (default 2; quick 1)"
+        "--concurrent-runs", type=int, default=None,
+        help="rounds of the concurrent phase; each client sends every prompt once per round (default 2; quick 1)",
+    )
+    group.add_argument(
+        "--server-threads", default="",
+        help="comma-separated N_THREADS values to run the server with (default: the raw engine's threads); "
+        "e.g. `2,1` also shows the server leaving a core to its event loop",
     )
     group.add_argument("--n-ctx", type=int, default=int(os.environ.get("N_CTX", 2048)), help="context window (default N_CTX or 2048)")
     group.add_argument("--n-batch", type=int, default=int(os.environ.get("N_BATCH", 128)), help="prompt batch (default N_BATCH or 128)")
@@ -118,6 +127,8 @@ def _settle(args: argparse.Namespace) -> None:
     args.warmup = args.warmup if args.warmup is not None else (1 if quick else 2)
     args.concurrent_runs = args.concurrent_runs or (1 if quick else 2)
     args.threads = engine_threads(args)
+    wanted = [int(t) for t in str(args.server_threads).split(",") if t.strip()]
+    args.server_thread_counts = list(dict.fromkeys(wanted or [args.threads]))
 
 
 # ---- one measured request --------------------------------------------------------------------
@@ -137,6 +148,9 @@ class Sample:
     exact_count: bool = True  # False when the count comes from chunks (no usage in the stream)
     server_ttft_ms: float | None = None  # x-time-to-first-token header (our server)
     server_queue_ms: float | None = None
+    pair: int | None = None  # (round, prompt) slot: samples of one pair ran back to back
+    cpu_s: float | None = None  # CPU the system used for this request (raw: this process; server: its process)
+    client_cpu_s: float | None = None  # CPU this process used as the HTTP client
 
     @property
     def ttft(self) -> float | None:
@@ -382,18 +396,35 @@ def start_llama_cpp_server(model_path: Path, args: argparse.Namespace) -> Server
 # ---- the run ---------------------------------------------------------------------------------
 
 
-async def _measure(args: argparse.Namespace, raw: RawGPT4All, rendered: list[str], streamers: dict[str, ChatStreamer]) -> list[Sample]:
-    systems = [RAW, *streamers]
+@dataclass
+class System:
+    label: str
+    kind: str  # "raw", "ours", "llama.cpp"
+    threads: int
+    streamer: ChatStreamer | None = None
+    server: ServerProcess | None = None
 
-    async def one(system: str, index: int) -> Sample:
-        if system == RAW:
-            return raw.generate(index, rendered[index], args.max_tokens)  # blocks the loop: nothing else runs
-        return await streamers[system].run(index)
 
+async def _one(system: System, raw: RawGPT4All, rendered: list[str], index: int, max_tokens: int) -> Sample:
+    if system.kind == "raw":
+        cpu = time.process_time()
+        sample = raw.generate(index, rendered[index], max_tokens)  # blocks the loop: nothing else runs
+        sample.cpu_s = time.process_time() - cpu
+        return sample
+    server_cpu, cpu = process_cpu_seconds(system.server.process.pid), time.process_time()
+    sample = await system.streamer.run(index)
+    sample.client_cpu_s = time.process_time() - cpu
+    after = process_cpu_seconds(system.server.process.pid)
+    if server_cpu is not None and after is not None:
+        sample.cpu_s = after - server_cpu
+    return sample
+
+
+async def _measure(args: argparse.Namespace, raw: RawGPT4All, rendered: list[str], systems: list[System]) -> list[Sample]:
     print(f"warm-up: {args.warmup} request(s) per system", flush=True)
     for i in range(args.warmup):
         for system in systems:
-            await one(system, i % args.prompts)
+            await _one(system, raw, rendered, i % args.prompts, args.max_tokens)
 
     samples: list[Sample] = []
     pair = 0
@@ -401,51 +432,81 @@ async def _measure(args: argparse.Namespace, raw: RawGPT4All, rendered: list[str
         for index in range(args.prompts):
             shift = pair % len(systems)
             for system in systems[shift:] + systems[:shift]:
-                samples.append(await one(system, index))
+                sample = await _one(system, raw, rendered, index, args.max_tokens)
+                sample.system, sample.pair = system.label, pair
+                samples.append(sample)
             pair += 1
-        print(f"round {round_no + 1}/{args.runs} done", flush=True)
+        print(f"round {round_no + 1}/{args.runs} done (load average {load_average()})", flush=True)
     return samples
 
 
-async def _measure_concurrent(args: argparse.Namespace, streamer: ChatStreamer) -> tuple[list[Sample], float]:
+async def _measure_concurrent(args: argparse.Namespace, system: System) -> tuple[list[Sample], float, float | None, float]:
     async def client(k: int) -> list[Sample]:
         out = []
         for _ in range(args.concurrent_runs):
             for j in range(args.prompts):
-                out.append(await streamer.run((j + k) % args.prompts))
+                sample = await system.streamer.run((j + k) % args.prompts)
+                sample.system = system.label
+                out.append(sample)
         return out
 
+    pid = system.server.process.pid
+    server_cpu, cpu = process_cpu_seconds(pid), time.process_time()
     started = time.perf_counter()
     results = await asyncio.gather(*(client(k) for k in range(args.concurrency)))
     wall = time.perf_counter() - started
-    return [s for per_client in results for s in per_client], wall
+    client_cpu = time.process_time() - cpu
+    after = process_cpu_seconds(pid)
+    used = after - server_cpu if server_cpu is not None and after is not None else None
+    return [s for per_client in results for s in per_client], wall, used, client_cpu
 
 
-def _summary(system: str, clients: int, samples: list[Sample], wall: float | None = None) -> dict:
+def _summary(system: System, clients: int, samples: list[Sample], *, wall: float | None = None,
+             cpu_s: float | None = None, client_cpu_s: float | None = None) -> dict:
     tokens = sum(s.completion_tokens for s in samples)
     decode_tokens = sum(max(0, s.completion_tokens - 1) for s in samples)
     decode_time = sum(s.decode_time for s in samples)
     ttfts = [s.ttft * 1000 for s in samples if s.ttft is not None]
+    if cpu_s is None and samples and all(s.cpu_s is not None for s in samples):
+        cpu_s = sum(s.cpu_s for s in samples)
+    if client_cpu_s is None and samples and all(s.client_cpu_s is not None for s in samples):
+        client_cpu_s = sum(s.client_cpu_s for s in samples)
     row = {
         "benchmark": NAME,
-        "system": system,
+        "system": system.label,
+        "threads": system.threads,
         "clients": clients,
         "requests": len(samples),
         "completion_tokens": tokens,
         "min_tokens": min((s.completion_tokens for s in samples), default=0),
         "decode_tok_s": decode_tokens / decode_time if decode_time > 0 else None,
-        "throughput_tok_s": tokens / (wall if wall is not None else sum(s.wall for s in samples) or float("nan")),
+        "throughput_tok_s": tokens / (wall if wall is not None else sum(s.wall for s in samples)) if tokens else None,
         "ttft_p50_ms": percentile(ttfts, 50),
         "ttft_p95_ms": percentile(ttfts, 95),
+        "cpu_ms_per_token": cpu_s * 1000 / tokens if cpu_s is not None and tokens else None,
+        "client_cpu_ms_per_token": client_cpu_s * 1000 / tokens if client_cpu_s is not None and tokens else None,
         "exact_token_counts": all(s.exact_count for s in samples),
     }
-    server_ttft = [s.server_ttft_ms for s in samples if s.server_ttft_ms is not None]
-    if server_ttft:
-        row["server_side_ttft_p50_ms"] = percentile(server_ttft, 50)
     per_request = [(s.completion_tokens - 1) / s.decode_time for s in samples if s.decode_time > 0]
     if per_request:
         row["decode_tok_s_p50_per_request"] = percentile(per_request, 50)
+        row["decode_tok_s_min_per_request"] = min(per_request)
+        row["decode_tok_s_max_per_request"] = max(per_request)
+    server_ttft = [s.server_ttft_ms for s in samples if s.server_ttft_ms is not None]
+    if server_ttft:
+        row["server_side_ttft_p50_ms"] = percentile(server_ttft, 50)
     return row
+
+
+def _paired_ratio(raw_samples: list[Sample], samples: list[Sample]) -> float | None:
+    """Median over (round, prompt) pairs of this system's decode rate / raw's, run back to back."""
+    raw_rate = {s.pair: (s.completion_tokens - 1) / s.decode_time for s in raw_samples if s.decode_time > 0}
+    ratios = [
+        ((s.completion_tokens - 1) / s.decode_time) / raw_rate[s.pair]
+        for s in samples
+        if s.decode_time > 0 and s.pair in raw_rate and raw_rate[s.pair] > 0
+    ]
+    return percentile(ratios, 50) if ratios else None
 
 
 def _same_output(raw_samples: list[Sample], other: list[Sample]) -> tuple[bool, str]:
@@ -463,7 +524,24 @@ def _same_output(raw_samples: list[Sample], other: list[Sample]) -> tuple[bool, 
     return True, ""
 
 
-def main(args: argparse.Namespace) -> list[dict]:
+COLUMNS = [
+    ("system", "system"),
+    ("threads", "threads"),
+    ("clients", "clients"),
+    ("requests", "requests"),
+    ("completion_tokens", "tokens"),
+    ("decode_tok_s", "decode tok/s"),
+    ("decode_ratio", "decode ratio", 3),
+    ("paired_decode_ratio", "paired ratio", 3),
+    ("throughput_tok_s", "throughput tok/s"),
+    ("throughput_ratio", "throughput ratio", 3),
+    ("ttft_p50_ms", "TTFT p50 ms"),
+    ("ttft_p95_ms", "TTFT p95 ms"),
+    ("cpu_ms_per_token", "CPU ms/tok", 2),
+]
+
+
+def run(args: argparse.Namespace) -> list[dict]:
     _settle(args)
     os.environ.setdefault("GPT4ALL_NO_UPDATE_CHECK", "1")
     from models.registry import ModelRegistry
@@ -471,43 +549,52 @@ def main(args: argparse.Namespace) -> list[dict]:
     registry = ModelRegistry(args.models_dir, args.model)
     model = registry.default()
     chat_format = registry.chat_format(model)
-    messages = [[{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": p}] for p in PROMPTS]
-    rendered = [chat_format.render(m) for m in messages]
+    rendered = [chat_format.render([{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": p}]) for p in PROMPTS]
     print(
-        f"generation benchmark: {model.id}, threads={args.threads}, n_batch={args.n_batch}, n_ctx={args.n_ctx}, "
-        f"max_tokens={args.max_tokens}, prompts={args.prompts}, runs={args.runs}, concurrency={args.concurrency}, "
-        f"client={args.client}, cpus={os.cpu_count()}, load avg={_loadavg()}",
+        f"generation benchmark: {model.id}, threads={args.threads} (server: {args.server_thread_counts}), n_batch={args.n_batch}, "
+        f"n_ctx={args.n_ctx}, max_tokens={args.max_tokens}, prompts={args.prompts}, runs={args.runs}, "
+        f"concurrency={args.concurrency}, client={args.client}, cpus={os.cpu_count()}, load average={load_average()}",
         flush=True,
     )
+    notes: list[str] = []
+    warning = busy_machine_warning()
+    if warning:
+        print(f"warning: {warning}", flush=True)
+        notes.append(warning)
 
-    servers: list[ServerProcess] = []
+    systems = [System(RAW, "raw", args.threads)]
     raw: RawGPT4All | None = None
     try:
-        ours = start_our_server(
-            {
-                "N_THREADS": str(args.threads),
-                "N_BATCH": str(args.n_batch),
-                "N_CTX": str(args.n_ctx),
-                "MODELS_DIR": str(Path(args.models_dir).resolve()),
-                "MODEL_NAME": model.id,
-                "MAX_QUEUE": str(max(32, args.concurrency * 2)),
-            }
-        )
-        servers.append(ours)
+        for threads in args.server_thread_counts:
+            label = OURS if threads == args.threads else f"{OURS} ({threads} threads)"
+            server = start_our_server(
+                {
+                    "N_THREADS": str(threads),
+                    "N_BATCH": str(args.n_batch),
+                    "N_CTX": str(args.n_ctx),
+                    "MODELS_DIR": str(Path(args.models_dir).resolve()),
+                    "MODEL_NAME": model.id,
+                    "MAX_QUEUE": str(max(32, args.concurrency * 2)),
+                }
+            )
+            systems.append(System(label, "ours", threads, server=server))
         llama = None if args.skip_llama_cpp else start_llama_cpp_server(model.path, args)
         if llama is not None:
-            servers.append(llama)
+            systems.append(System(LLAMA_CPP, "llama.cpp", args.threads, server=llama))
+        elif not args.skip_llama_cpp:
+            notes.append(f"{LLAMA_CPP} not measured: llama-cpp-python is not installed (or did not start)")
         raw = RawGPT4All(model.path, n_threads=args.threads, n_ctx=args.n_ctx, n_batch=args.n_batch)
-        rows, notes = asyncio.run(_run(args, raw, rendered, model.id, ours, llama))
+        rows = asyncio.run(_run(args, raw, rendered, model.id, systems, notes))
     finally:
-        for server in servers:
-            server.stop()
+        for system in systems:
+            if system.server is not None:
+                system.server.stop()
         if raw is not None:
             raw.close()
 
     print()
-    print(f"Generation ({model.id}, {args.threads} threads, n_batch {args.n_batch}, max_tokens {args.max_tokens}, "
-          f"greedy; ratios against raw GPT4All in the same run; goal: decode ratio >= {GOAL})")
+    print(f"Generation ({model.id}, n_batch {args.n_batch}, max_tokens {args.max_tokens}, greedy; "
+          f"ratios against raw GPT4All in the same run; goal: server decode ratio >= {GOAL})")
     print(format_table(rows, COLUMNS))
     for note in notes:
         print(f"note: {note}")
@@ -519,83 +606,70 @@ def main(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-COLUMNS = [
-    ("system", "system"),
-    ("clients", "clients"),
-    ("requests", "requests"),
-    ("completion_tokens", "tokens"),
-    ("decode_tok_s", "decode tok/s"),
-    ("decode_ratio", "decode ratio"),
-    ("throughput_tok_s", "throughput tok/s"),
-    ("throughput_ratio", "throughput ratio"),
-    ("ttft_p50_ms", "TTFT p50 ms"),
-    ("ttft_p95_ms", "TTFT p95 ms"),
-]
-
-
-async def _run(args, raw: RawGPT4All, rendered: list[str], model_id: str, ours: ServerProcess, llama: ServerProcess | None):
-    streamers = {OURS: ChatStreamer(ours, OURS, model_id, args.max_tokens, args.client, {})}
-    if llama is not None:
-        streamers[LLAMA_CPP] = ChatStreamer(llama, LLAMA_CPP, None, args.max_tokens, args.client, {})
-    for streamer in streamers.values():
-        await streamer.__aenter__()
+async def _run(args, raw: RawGPT4All, rendered: list[str], model_id: str, systems: list[System], notes: list[str]) -> list[dict]:
+    for system in systems:
+        if system.server is not None:
+            model = model_id if system.kind == "ours" else None
+            system.streamer = ChatStreamer(system.server, system.label, model, args.max_tokens, args.client, {})
+            await system.streamer.__aenter__()
+    concurrent: dict[str, tuple] = {}
     try:
-        samples = await _measure(args, raw, rendered, streamers)
-        concurrent: dict[str, tuple[list[Sample], float]] = {}
+        samples = await _measure(args, raw, rendered, systems)
         if args.concurrency > 0:
-            for system, streamer in streamers.items():
-                print(f"concurrent phase: {system}, {args.concurrency} clients", flush=True)
-                concurrent[system] = await _measure_concurrent(args, streamer)
+            for system in systems[1:]:
+                print(f"concurrent phase: {system.label}, {args.concurrency} clients", flush=True)
+                concurrent[system.label] = await _measure_concurrent(args, system)
     finally:
-        for streamer in streamers.values():
-            await streamer.__aexit__(None, None, None)
+        for system in systems:
+            if system.streamer is not None:
+                await system.streamer.__aexit__(None, None, None)
 
-    by_system = {system: [s for s in samples if s.system == system] for system in [RAW, *streamers]}
-    base = _summary(RAW, 1, by_system[RAW])
+    by_label = {system.label: [s for s in samples if s.system == system.label] for system in systems}
+    raw_samples = by_label[RAW]
+    base = _summary(systems[0], 1, raw_samples)
     rows = [base]
-    for system in streamers:
-        rows.append(_summary(system, 1, by_system[system]))
-        if system in concurrent:
-            c_samples, wall = concurrent[system]
-            rows.append(_summary(system, args.concurrency, c_samples, wall))
+    for system in systems[1:]:
+        row = _summary(system, 1, by_label[system.label])
+        row["paired_decode_ratio"] = _paired_ratio(raw_samples, by_label[system.label])
+        rows.append(row)
+        if system.label in concurrent:
+            c_samples, wall, cpu_s, client_cpu_s = concurrent[system.label]
+            rows.append(_summary(system, args.concurrency, c_samples, wall=wall, cpu_s=cpu_s, client_cpu_s=client_cpu_s))
+        same, why = _same_output(raw_samples, by_label[system.label] + (concurrent.get(system.label) or ([],))[0])
+        for r in rows:
+            if r["system"] == system.label:
+                r["same_output_as_raw"] = same
+        if not same:
+            notes.append(f"{system.label} did not reproduce raw GPT4All's greedy output ({why})")
     for row in rows:
         row["decode_ratio"] = ratio(row["decode_tok_s"], base["decode_tok_s"])
         row["throughput_ratio"] = ratio(row["throughput_tok_s"], base["throughput_tok_s"])
-        for key in ("max_tokens", "threads", "n_batch", "n_ctx"):
-            row[key] = getattr(args, key)
-        row["model"] = model_id
+        row.update(model=model_id, max_tokens=args.max_tokens, n_batch=args.n_batch, n_ctx=args.n_ctx, cpus=os.cpu_count())
 
-    notes = []
-    for system in streamers:
-        same, why = _same_output(by_system[RAW], by_system[system] + concurrent.get(system, ([], 0))[0])
-        rows_of = [r for r in rows if r["system"] == system]
-        for r in rows_of:
-            r["same_output_as_raw"] = same
-        if not same:
-            notes.append(f"{system} did not reproduce raw GPT4All's greedy output ({why})")
-    ours_row = rows[1]
-    if ours_row["decode_ratio"] is not None:
-        verdict = "meets" if ours_row["decode_ratio"] >= GOAL else "misses"
-        notes.append(f"server decode ratio {ours_row['decode_ratio']:.3f} {verdict} the goal {GOAL}")
+    for row in rows[1:]:
+        if row["system"].startswith(OURS) and row["clients"] == 1 and row["decode_ratio"] is not None:
+            verdict = "meets" if row["decode_ratio"] >= GOAL else "misses"
+            paired = row.get("paired_decode_ratio")
+            notes.append(
+                f"{row['system']}: decode ratio {row['decode_ratio']:.3f} (paired median "
+                f"{paired:.3f}) {verdict} the goal {GOAL}" if paired is not None else
+                f"{row['system']}: decode ratio {row['decode_ratio']:.3f} {verdict} the goal {GOAL}"
+            )
     if any(r["min_tokens"] < args.max_tokens for r in rows):
         notes.append("some requests ended (end of text) before max_tokens; rates use the tokens actually generated")
-    notes.append(f"load average at the end: {_loadavg()} on {os.cpu_count()} cpus (figures are noisy on a busy machine)")
-    return rows, notes
+    notes.append(f"load average at the end: {load_average()} on {os.cpu_count()} cpus")
+    return rows
 
 
-def _loadavg() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def cli(argv: list[str] | None = None) -> list[dict]:
+def main(argv: list[str] | argparse.Namespace | None = None) -> list[dict]:
+    """Standalone (`argv`, default sys.argv) or from bench/run_all.py (its parsed Namespace)."""
+    if isinstance(argv, argparse.Namespace):
+        return run(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
     add_arguments(parser)
-    return main(parser.parse_args(argv))
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
-    cli()
+    main()

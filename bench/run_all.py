@@ -24,7 +24,7 @@ from bench.common import RESULTS_DIR, ROOT, add_common_arguments, machine_info
 # name -> module; run in this order.
 BENCHMARKS = {
     "generation": "bench.generation",
-    # "embeddings": "bench.embeddings",
+    "embeddings": "bench.embeddings",
 }
 
 

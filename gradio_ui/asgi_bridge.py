@@ -8,8 +8,8 @@ handler when its client disconnects (the generation scheduler relies on that). `
 - hands the app the request body in one `http.request` message, and `http.disconnect` once the
   client has gone (Sanic cancels the handler) or the response is complete;
 - streams a response chunk by chunk, so SSE flows at once; a response complete in its first body
-  message is sent whole, and a HEAD response is always buffered (sanic 25.12 raises on a
-  streamed response to HEAD);
+  message is sent whole; HEAD is asked of the app as GET and its answer buffered (sanic 25.12
+  raises on a streamed response to HEAD), and Sanic sends only the headers;
 - drives the app's lifespan: startup in `after_server_start` (after every startup listener, on
   the running loop), shutdown in `before_server_stop`.
 """
@@ -100,7 +100,7 @@ def asgi_scope(request: Request) -> dict:
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": request.version,
-        "method": request.method,
+        "method": "GET" if request.method == "HEAD" else request.method,  # FastAPI has no HEAD routes
         "scheme": request.scheme,
         "path": unquote(request.path),
         "raw_path": raw_path,

@@ -123,12 +123,12 @@ def make_responder(backend: ChatBackend):
         if not chat or chat[-1]["role"] != "user":
             yield chat  # nothing to answer
             return
-        text = ""
+        text, key = "", (api_key or "").strip()
         try:
-            backend.check_key((api_key or "").strip())
+            backend.check_key(key)
             stream = backend.stream_chat(
-                api_key=api_key.strip(),
-                model=model,
+                api_key=key,
+                model=model or backend.default_model(),  # sent before the page's models loaded
                 messages=model_messages(system or "", chat),
                 temperature=float(temperature),
                 max_tokens=int(max_tokens),
@@ -148,13 +148,12 @@ def make_responder(backend: ChatBackend):
 
 
 def build_chat_ui(backend: ChatBackend, *, default_api_key: str = "") -> gr.Blocks:
-    """The chat page; it calls nothing but `backend`."""
+    """The chat page; it calls nothing but `backend`, and only once the server runs."""
 
-    def model_choices():
+    def model_choices():  # on each page load, so the backend may be set up by server listeners
         models, default = backend.chat_models(), backend.default_model()
         return gr.update(choices=models, value=default if default in models else None)
 
-    models, default_model = backend.chat_models(), backend.default_model()
     with gr.Blocks(title="Local LLM chat", analytics_enabled=False) as ui:
         with gr.Row():
             with gr.Column(scale=3):
@@ -177,10 +176,7 @@ def build_chat_ui(backend: ChatBackend, *, default_api_key: str = "") -> gr.Bloc
                     label="API key", type="password", value=default_api_key,
                     placeholder="Bearer key of this server", elem_id="api-key",
                 )
-                model = gr.Dropdown(
-                    models, value=default_model if default_model in models else None,
-                    label="Model", elem_id="model", interactive=True,
-                )
+                model = gr.Dropdown([], label="Model", elem_id="model", interactive=True)
                 system = gr.Textbox(
                     label="System prompt", value=DEFAULT_SYSTEM_PROMPT, lines=3, elem_id="system",
                 )
@@ -228,6 +224,7 @@ def mount_chat_ui(
         footer_links=[],
         run_history=False,
         ssr_mode=False,
+        max_file_size=0,  # the page uploads nothing; refuse uploads to Gradio's temp folder
     )
     mount_asgi(app, path, asgi_app)
 

@@ -1,17 +1,15 @@
 """The chat page at /chat in headless Chromium, served by Sanic through the ASGI bridge.
 
 The backend is a fake that streams one word every 50 ms and records what it was asked, and
-when it was stopped. The page may reach nothing but the server: any other request is blocked
-and fails the test. Screenshots go to tests/artifacts/.
+when it was stopped. The page may reach nothing but the server: any other request is aborted
+and fails the test. Playwright serves those checks on the test's thread, so waits here use
+`page.wait_for_timeout`, never `time.sleep`, while a page is open. Screenshots go to
+tests/artifacts/.
 """
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
 import time
-from pathlib import Path
 
 import pytest
 from sanic import Sanic
@@ -19,21 +17,14 @@ from sanic import Sanic
 from errors import QueueFull
 from gradio_ui.chat_app import mount_chat_ui
 from tests.fakes_ui import FakeChatBackend
+from tests.helpers.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, offline_context, require_chromium, serve_in_thread
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no network but the server
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+require_chromium()
+sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+pytestmark = pytest.mark.browser
+
 BOT = '#chatbot [data-testid="bot"]'
 USER = '#chatbot [data-testid="user"]'
-
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"!!! BROWSER TESTS SKIPPED: {CHROMIUM} is missing (apt-get install -y chromium) !!!",
-                allow_module_level=True)
-sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 
 
 @pytest.fixture(scope="module")
@@ -41,32 +32,10 @@ def chat_server():
     """A real Sanic server on a free loopback port, on its own thread and loop, with the chat UI."""
     backend = FakeChatBackend()
     app = Sanic("chat_ui_browser_test")
-    app.config.TOUCHUP = False
+    app.config.TOUCHUP = False  # touch-up rewrites shared classes once per process; a second app trips on it
     mount_chat_ui(app, backend)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="sanic", daemon=True)
-    thread.start()
-
-    async def start():
-        server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
-        await server.startup()
-        await server.before_start()
-        await server.after_start()
-        return server
-
-    async def stop(server):
-        await server.before_stop()
-        server.close()
-        await asyncio.wait_for(server.wait_closed(), 10)
-        await server.after_stop()
-
-    server = asyncio.run_coroutine_threadsafe(start(), loop).result(60)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", backend
-    asyncio.run_coroutine_threadsafe(stop(server), loop).result(30)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    with serve_in_thread(app) as base_url:
+        yield base_url, backend
 
 
 @pytest.fixture(scope="module")
@@ -79,25 +48,18 @@ def browser(chat_server):  # depends on the server so that it closes first
 
 @pytest.fixture
 def page(chat_server, browser):
-    """A fresh page (new Gradio session) on /chat; it must request nothing but the server."""
+    """A fresh page (new Gradio session) on /chat that may reach nothing but the server."""
     base_url, _ = chat_server
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    outside: list[str] = []
-    page = context.new_page()
-
-    def note_outside(request):
-        if request.url.startswith(("http:", "https:", "ws:", "wss:")) and not request.url.startswith(base_url):
-            outside.append(request.url)
-
-    page.on("request", note_outside)
-    started = time.monotonic()
-    page.goto(base_url + "/chat")  # the bridge redirects to /chat/
-    page.wait_for_selector("#prompt textarea", timeout=15_000)
-    assert page.url == base_url + "/chat/"
-    assert time.monotonic() - started < 10, "the page loads slowly: something waits on the network?"
-    yield page
-    context.close()
-    assert outside == [], f"the page tried to reach outside the server: {outside}"
+    with offline_context(browser, base_url) as (page, log):
+        started = time.monotonic()
+        page.goto(base_url + "/chat")  # the bridge redirects to /chat/
+        page.wait_for_selector("#prompt textarea", timeout=15_000)
+        page.wait_for_function("document.querySelector('#model input').value !== ''", timeout=5_000)
+        assert page.url == base_url + "/chat/"
+        assert time.monotonic() - started < 10, "the page loads slowly: something waits on the network?"
+        yield page
+    assert log.outside == [], f"the page tried to reach outside the server: {log.outside}"
+    assert [e for e in log.errors if "favicon" not in e and "404" not in e] == [], log.errors
 
 
 def send(page, text: str, key: str | None = "sk-test") -> None:

@@ -224,8 +224,6 @@ def test_include_usage_adds_a_last_chunk_with_the_exact_usage(http, openai_clien
 
 
 def test_max_completion_tokens_is_max_tokens(http, answer):
-    body = chat_once(http, max_completion_tokens=16)
-    assert body["choices"] == answer["choices"]
     short = chat_once(http, max_completion_tokens=3)
     assert short["choices"][0]["finish_reason"] == "length"
     assert short["usage"]["completion_tokens"] == 3
@@ -233,26 +231,31 @@ def test_max_completion_tokens_is_max_tokens(http, answer):
 
 
 def test_n_two_gives_two_choices_and_counts_the_prompt_once(http, answer):
-    body = chat_once(http, max_tokens=16, n=2)
+    body = chat_once(http, max_tokens=5, n=2)
     assert [choice["index"] for choice in body["choices"]] == [0, 1]
+    first = body["choices"][0]["message"]["content"]
+    assert answer["choices"][0]["message"]["content"].startswith(first) and first
     for choice in body["choices"]:
-        assert choice["message"] == answer["choices"][0]["message"]  # greedy: both the same
-        assert choice["finish_reason"] == answer["choices"][0]["finish_reason"]
-    usage, single = body["usage"], answer["usage"]
-    assert usage["prompt_tokens"] == single["prompt_tokens"]
-    assert usage["completion_tokens"] == 2 * single["completion_tokens"]
+        assert choice["message"] == {"role": "assistant", "content": first}  # greedy: both the same
+        assert choice["finish_reason"] == "length"
+    usage = body["usage"]
+    assert usage["prompt_tokens"] == answer["usage"]["prompt_tokens"]
+    assert usage["completion_tokens"] == 2 * 5
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
 def test_n_two_streamed_sends_each_choice_with_its_role_and_finish(http, answer):
-    _, payloads = stream_raw(http, "/v1/chat/completions", {"messages": QUESTION, "max_tokens": 16, "temperature": 0, "n": 2})
+    _, payloads = stream_raw(http, "/v1/chat/completions", {"messages": QUESTION, "max_tokens": 5, "temperature": 0, "n": 2})
     chunks = [json.loads(p)["choices"][0] for p in payloads[:-1]]
+    assert [c["index"] for c in chunks] == sorted(c["index"] for c in chunks)  # choice 0, then choice 1
+    texts = []
     for index in (0, 1):
         mine = [c for c in chunks if c["index"] == index]
         assert mine[0]["delta"] == {"role": "assistant", "content": ""}
-        assert mine[-1]["finish_reason"] == answer["choices"][0]["finish_reason"]
+        assert mine[-1]["finish_reason"] == "length"
         assert [c["finish_reason"] for c in mine[:-1]] == [None] * (len(mine) - 1)
-        assert "".join(c["delta"].get("content", "") for c in mine) == answer["choices"][0]["message"]["content"]
+        texts.append("".join(c["delta"].get("content", "") for c in mine))
+    assert texts[0] == texts[1] and answer["choices"][0]["message"]["content"].startswith(texts[0])
 
 
 def test_n_above_max_n_is_refused(openai_client, default_model):
@@ -373,20 +376,20 @@ def test_echo_puts_the_prompt_before_the_completion(http):
 def test_usage_is_exact_and_consistent(http):
     runs = [
         http.post("/v1/completions", json={"prompt": COUNTING, "max_tokens": n, "temperature": 0}).json()
-        for n in (1, 3, 7)
+        for n in (1, 4)
     ]
     assert len({run["usage"]["prompt_tokens"] for run in runs}) == 1  # same prompt, same count
-    for n, run in zip((1, 3, 7), runs):
+    for n, run in zip((1, 4), runs):
         assert run["choices"][0]["finish_reason"] == "length"
         assert run["usage"]["completion_tokens"] == n
     # each shorter greedy text is a prefix of the longer one
-    assert runs[2]["choices"][0]["text"].startswith(runs[1]["choices"][0]["text"])
+    assert runs[1]["choices"][0]["text"].startswith(runs[0]["choices"][0]["text"])
     # "hello" is one token for SmolLM2's tokenizer: the count holds no template or suffix tokens
     one = http.post("/v1/completions", json={"prompt": "hello", "max_tokens": 1, "temperature": 0}).json()
     assert one["usage"] == {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
     longer = http.post("/v1/completions", json={"prompt": COUNTING + " 5, 6, 7,", "max_tokens": 1, "temperature": 0}).json()
     assert longer["usage"]["prompt_tokens"] > runs[0]["usage"]["prompt_tokens"]
-    chats = [chat_once(http, max_tokens=n) for n in (2, 4)]
+    chats = [chat_once(http, max_tokens=n) for n in (1, 2)]
     assert chats[0]["usage"]["prompt_tokens"] == chats[1]["usage"]["prompt_tokens"]
 
 
@@ -665,7 +668,12 @@ def test_readme_curl_examples_work_as_written(one_slot_server, default_model):
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks).strip()
     text = json.loads(text)
     assert text["object"] == "text_completion" and text["model"] == default_model
-    assert text["choices"][0]["text"].strip()
+    # sampled at temperature 1, so the text itself may be anything (even empty); its shape may not
+    assert isinstance(text["choices"][0]["text"], str)
+    assert text["choices"][0]["finish_reason"] in ("stop", "length")
+    usage = text["usage"]
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] <= 64
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
 # ---- model files -----------------------------------------------------------------------------

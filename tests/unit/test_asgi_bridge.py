@@ -114,6 +114,7 @@ async def test_head_and_options_work(served):
     assert head.status_code == 201
     assert head.content == b""
     assert head.headers["content-length"] == str(len(b"got "))
+    assert served[0].requests[-1]["method"] == "GET"  # what a GET would answer, without the body
     assert (await client.options("/sub/page")).status_code == 201
 
 

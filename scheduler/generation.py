@@ -11,16 +11,19 @@ A job whose client left before it started is dropped from the count at once and 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from typing import Callable
 
-from errors import QueueFull, Unavailable
+from errors import QueueFull, ServerError, Unavailable
 from models.interfaces import ChatEngine, SamplingParams
 from scheduler.jobs import GenerationJob
 from scheduler.worker import ModelWorker
 
 JobListener = Callable[[GenerationJob], None]
+
+log = logging.getLogger("scheduler.generation")
 
 
 class GenerationScheduler:
@@ -110,7 +113,13 @@ class GenerationScheduler:
             job = await self._incoming.get()
             if job.cancelled:
                 continue
-            worker = await self._worker_for(job.model)
+            try:
+                worker = await self._worker_for(job.model)
+            except Exception as exc:  # never let one job's trouble stop the dispatcher for all
+                log.error("could not get a worker for %s", job.model, exc_info=exc)
+                self.pending.discard(job)
+                job.fail_before_start(ServerError(f"could not start a worker for {job.model}"))
+                continue
             worker.queue.put_nowait(job)
             worker.idle.clear()
 
@@ -157,7 +166,10 @@ class GenerationScheduler:
         if job.generation_time is not None:
             self._recent_seconds = (self._recent_seconds + [job.generation_time])[-50:]
         for listener in self.listeners:
-            listener(job)
+            try:
+                listener(job)
+            except Exception as exc:  # a listener (metrics) bug must not stop the model's worker
+                log.error("job listener failed", exc_info=exc)
 
     # ---- state for /health and /metrics ------------------------------------------------------
 

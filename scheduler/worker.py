@@ -7,6 +7,7 @@ used and closed only on this worker's single-thread executor.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -15,6 +16,8 @@ from errors import EngineFailure, ModelLoadFailed, ServerError
 from models.interfaces import ChatEngine, GenerationOutcome
 from scheduler.jobs import GenerationJob
 from scheduler.stop_filter import StopFilter
+
+log = logging.getLogger("scheduler.worker")
 
 
 class ModelWorker:
@@ -123,7 +126,10 @@ class ModelWorker:
             except asyncio.CancelledError:
                 pass
         if self._engine is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._engine.close)
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._executor, self._engine.close)
+            except Exception as exc:  # unloading must go on: the dispatcher waits on it
+                log.error("closing %s failed", self.model, exc_info=exc)
             self._engine = None
         self._executor.shutdown(wait=False)
         self.state = "closed"

@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import API_KEY, start_server
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
-README = Path("/work/shared/spec/original-readme.md")
+README = Path(__file__).resolve().parents[3] / "shared" / "spec" / "original-readme.md"  # shared/ sits beside the clone
 README_KEY = "sk-local-123"  # the key every README example sends
 SENTENCES = [
     "The cat sits on the mat.",

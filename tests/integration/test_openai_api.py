@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import API_KEY, ROOT, start_server
 
-README = Path("/work/shared/spec/original-readme.md")
+README = Path(__file__).resolve().parents[3] / "shared" / "spec" / "original-readme.md"  # shared/ sits beside the clone
 README_KEY = "sk-local-123"  # the key every README example sends
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 COUNTING = "1, 2, 3, 4,"  # greedy SmolLM2 keeps counting: long, predictable output
@@ -387,6 +387,10 @@ def test_usage_is_exact_and_consistent(http):
     # "hello" is one token for SmolLM2's tokenizer: the count holds no template or suffix tokens
     one = http.post("/v1/completions", json={"prompt": "hello", "max_tokens": 1, "temperature": 0}).json()
     assert one["usage"] == {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    # a prompt given twice is two prompts: it counts twice (only the n choices of one prompt share it)
+    twice = http.post("/v1/completions", json={"prompt": ["hello", "hello"], "max_tokens": 1, "temperature": 0}).json()
+    assert twice["usage"] == {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}
+    assert twice["choices"][0]["text"] == twice["choices"][1]["text"] == one["choices"][0]["text"]
     longer = http.post("/v1/completions", json={"prompt": COUNTING + " 5, 6, 7,", "max_tokens": 1, "temperature": 0}).json()
     assert longer["usage"]["prompt_tokens"] > runs[0]["usage"]["prompt_tokens"]
     chats = [chat_once(http, max_tokens=n) for n in (1, 2)]

@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import API_KEY, start_server
 
-README = Path("/work/shared/spec/original-readme.md")
+README = Path(__file__).resolve().parents[3] / "shared" / "spec" / "original-readme.md"  # shared/ sits beside the clone
 README_KEY = "sk-local-123"  # the key every README example sends
 RECORD_KEYS = {"id", "prompt", "response", "meta", "created_at"}
 

@@ -471,3 +471,36 @@ async def test_errors_are_server_errors():
     # the HTTP layer maps exactly this tree; nothing the scheduler raises may fall outside it
     for error in (QueueFull("x"), Unavailable("x"), EngineFailure("x"), ModelLoadFailed("x")):
         assert isinstance(error, ServerError)
+
+
+# ---- robustness ------------------------------------------------------------------------------
+
+
+async def test_a_failing_listener_does_not_stop_the_worker(make_scheduler):
+    scheduler = await make_scheduler()
+
+    def broken_listener(job):
+        raise RuntimeError("metrics bug")
+
+    scheduler.listeners.append(broken_listener)
+    assert await collect(scheduler.submit("a.gguf", "first", PARAMS)) == "first "
+    assert await collect(scheduler.submit("a.gguf", "second", PARAMS), timeout=2) == "second "
+
+
+async def test_an_engine_that_fails_to_close_does_not_stop_model_switching(make_scheduler):
+    class BadCloseLoader(Loader):
+        def __call__(self, name):
+            engine = super().__call__(name)
+
+            def close():
+                engine.closed = True
+                raise RuntimeError("native close failed")
+
+            engine.close = close
+            return engine
+
+    loader = BadCloseLoader()
+    scheduler = await make_scheduler(loader, max_loaded=1)
+    assert await collect(scheduler.submit("b.gguf", "on b", PARAMS), timeout=2) == "on b "
+    assert loader.engine("a.gguf").closed
+    assert await collect(scheduler.submit("a.gguf", "on a", PARAMS), timeout=2) == "on a "

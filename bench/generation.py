@@ -17,8 +17,16 @@ Figures (per system):
   requests: the streaming rate once generation runs;
 - throughput tok/s: completion tokens / wall time (request sent to last token, so prompt
   evaluation and, with several clients, queueing are included);
-- TTFT: request sent (or, raw, `llmodel_prompt` called) to the first non-empty text piece.
-Ratios are against raw GPT4All measured in the same run; the goal is decode ratio >= 0.95.
+- TTFT: request sent (or, raw, `llmodel_prompt` called) to the first non-empty text piece;
+- CPU ms/tok: CPU the system's process used per token (raw: this process; a server: its own
+  process, all threads; the client's share is `client_cpu_ms_per_token` in the JSON rows). It is
+  far less sensitive to other load on the machine than the rates, and shows spin-waiting: when
+  llama.cpp's worker threads outnumber the free cores, CPU per token balloons.
+Ratios are against raw GPT4All measured in the same run; the goal is decode ratio >= 0.95. The
+paired ratio is the median, over (round, prompt) slots, of the server's rate over raw's rate in
+that slot (they ran back to back), which is more robust to load drifting during the run.
+`--server-threads 2,1` also runs servers with other N_THREADS (e.g. leaving a core to the event
+loop); `--server-env KEY=VALUE` passes a setting under test to the server.
 
 Bias control: a warm-up of every system first; then every (round, prompt) pair runs each system
 once, in an order that rotates from pair to pair, so drift in machine load hits all systems alike.
@@ -111,6 +119,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated N_THREADS values to run the server with (default: the raw engine's threads); "
         "e.g. `2,1` also shows the server leaving a core to its event loop",
     )
+    group.add_argument(
+        "--server-env", action="append", default=[], metavar="KEY=VALUE",
+        help="extra environment for the server subprocess (repeatable), e.g. a setting under test",
+    )
     group.add_argument("--n-ctx", type=int, default=int(os.environ.get("N_CTX", 2048)), help="context window (default N_CTX or 2048)")
     group.add_argument("--n-batch", type=int, default=int(os.environ.get("N_BATCH", 128)), help="prompt batch (default N_BATCH or 128)")
     group.add_argument("--model", default=os.environ.get("MODEL_NAME", ""), help="`.gguf` in MODELS_DIR (default: the server's default model)")
@@ -129,6 +141,10 @@ def _settle(args: argparse.Namespace) -> None:
     args.threads = engine_threads(args)
     wanted = [int(t) for t in str(args.server_threads).split(",") if t.strip()]
     args.server_thread_counts = list(dict.fromkeys(wanted or [args.threads]))
+    bad = [item for item in args.server_env if "=" not in item]
+    if bad:
+        raise SystemExit(f"--server-env wants KEY=VALUE, not {bad[0]!r}")
+    args.server_env_vars = dict(item.split("=", 1) for item in args.server_env)
 
 
 # ---- one measured request --------------------------------------------------------------------
@@ -575,6 +591,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                     "MODELS_DIR": str(Path(args.models_dir).resolve()),
                     "MODEL_NAME": model.id,
                     "MAX_QUEUE": str(max(32, args.concurrency * 2)),
+                    **args.server_env_vars,
                 }
             )
             systems.append(System(label, "ours", threads, server=server))

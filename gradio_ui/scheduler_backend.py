@@ -6,6 +6,7 @@ so a busy server is fair between UI users and API clients.
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import AsyncIterator
 
 from api import auth
@@ -35,6 +36,9 @@ class SchedulerChatBackend:
         prompt = await service.chat_prompt(chosen, messages)
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature)
         jobs = service.submit(chosen, [prompt], params, 1, origin="ui")
-        async for event in service.events(jobs):  # leaving early cancels the job
-            if event.text:
-                yield event.text
+        # Closed explicitly (not left to the garbage collector) when the UI stops reading early, so
+        # that `events` cancels the job at once.
+        async with aclosing(service.events(jobs)) as events:
+            async for event in events:
+                if event.text:
+                    yield event.text

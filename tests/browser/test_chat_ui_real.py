@@ -233,12 +233,14 @@ def test_stop_ends_a_long_reply_and_frees_the_worker(server, page):
     clicked = time.monotonic()
     page.click("#stop")
     # The worker is free again within seconds: poll /metrics (with the key) right after the click.
+    # (page.wait_for_timeout, not time.sleep: the page's cancel request goes through the offline
+    # context's route handler, which Playwright runs on this thread.)
     freed_after = None
     while time.monotonic() - clicked < 10:
         if metrics(server)["schedulers"]["generation"]["running"] == 0:
             freed_after = time.monotonic() - clicked
             break
-        time.sleep(0.1)
+        page.wait_for_timeout(100)
     assert freed_after is not None, "the worker still ran 10 s after Stop"
     assert freed_after < 3.0, f"the worker ran {freed_after:.1f}s after Stop"
 

@@ -9,6 +9,7 @@
     │   └── ModelNotFound            404 code=model_not_found
     ├── MethodNotAllowed             405
     ├── PayloadTooLarge              413
+    ├── UnsupportedMediaType         415 (a body that says it is not JSON)
     ├── QueueFull                    429 code=queue_full (+ Retry-After)
     ├── Unavailable                  503 code=unavailable (queue timeout, shutting down, loading)
     ├── ModelLoadFailed              500 code=model_load_failed
@@ -79,6 +80,12 @@ class PayloadTooLarge(ServerError):
     status = 413
     type = "invalid_request_error"
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(ServerError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
 
 
 class QueueFull(ServerError):

@@ -54,6 +54,13 @@ PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
+# The schema of one event (as OpenAPI 3.2's `itemSchema` and schemathesis read it), not of the whole stream.
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "description": "One Server-Sent Event: `data` is a JSON chunk, a JSON error envelope, or `[DONE]`.",
+    "required": ["data"],
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}, "id": {"type": "string"}},
+}
 TAGS = {
     "System": "Public information about the server.",
     "OpenAI": "OpenAI-compatible endpoints: any OpenAI client works against `/v1`.",
@@ -180,7 +187,7 @@ def _success_content(endpoint: Endpoint) -> dict[str, Any]:
         media["example"] = endpoint.response_example
     content = {"application/json": media}
     if endpoint.stream:
-        content["text/event-stream"] = {"schema": {"type": "string"}, "example": SSE_EXAMPLE}
+        content["text/event-stream"] = {"schema": SSE_EVENT_SCHEMA, "example": SSE_EXAMPLE}
     if endpoint.operation_id == "getMetrics":
         content["text/plain"] = {"schema": {"type": "string"}, "example": '# TYPE llm_server_requests_total counter\n'
                                  'llm_server_requests_total{endpoint="/v1/models",method="GET",status="200"} 3.0\n'}

@@ -22,9 +22,9 @@ TIMING_NOTE = (
     "and (non-streaming) `x-generation-time`."
 )
 # Error statuses each kind of endpoint can answer, besides the ones every protected endpoint has (401).
-GENERATION_ERRORS = (400, 404, 413, 429, 500, 503)
-EMBEDDING_ERRORS = (400, 404, 413, 429, 500, 503)
-TRAINING_ERRORS = (400, 413, 429, 500, 503)
+GENERATION_ERRORS = (400, 404, 413, 415, 429, 500, 503)
+EMBEDDING_ERRORS = (400, 404, 413, 415, 429, 500, 503)
+TRAINING_ERRORS = (400, 413, 415, 429, 500, 503)
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,8 @@ ERROR_EXAMPLES = {
     401: ("Missing or wrong API key", "invalid_request_error", None, "invalid_api_key", "Incorrect API key provided."),
     404: ("Unknown model or dataset", "invalid_request_error", "model", "model_not_found", "The model `nope.gguf` does not exist"),
     413: ("Request body too large", "invalid_request_error", None, "payload_too_large", "Request body exceeds the size limit"),
+    415: ("Body not sent as JSON", "invalid_request_error", None, "unsupported_media_type",
+          "Content-Type must be application/json, not 'text/plain'"),
     429: ("Queue full (see `Retry-After`)", "rate_limit_error", None, "queue_full",
           "the generation queue is full (32 requests waiting); retry later"),
     500: ("Server or engine error", "server_error", None, "engine_error", "The server had an error while processing your request."),

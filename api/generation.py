@@ -19,6 +19,10 @@ from scheduler.generation import GenerationScheduler
 from scheduler.jobs import GenerationJob
 
 
+# GPT4All takes the prompt as a C string: a NUL would silently cut it there (and the template's end with it).
+NUL_MESSAGE = "text must not contain NUL characters (U+0000)"
+
+
 @dataclass
 class ChoiceEvent:
     """A piece of one choice's text, or (with `finish`) the end of that choice."""
@@ -50,6 +54,8 @@ class GenerationService:
             raise InvalidRequest(f"no default model: {exc}; or name one in `model`", param="model") from None
 
     async def chat_prompt(self, model: ModelFile, messages: list[dict[str, str]]) -> str:
+        if any("\x00" in m["content"] for m in messages):
+            raise InvalidRequest(NUL_MESSAGE, param="messages")
         chat_format = await asyncio.to_thread(self.registry.chat_format, model)  # cached after first read
         try:
             return chat_format.render(messages)
@@ -61,6 +67,8 @@ class GenerationService:
             raise InvalidRequest(f"n must be at most {self.max_n} (MAX_N)", param="n")
         if len(prompts) > self.max_prompts:
             raise InvalidRequest(f"at most {self.max_prompts} prompts per request (MAX_PROMPTS)", param="prompt")
+        if any("\x00" in prompt for prompt in prompts):
+            raise InvalidRequest(NUL_MESSAGE, param="prompt")
         jobs: list[GenerationJob] = []
         try:
             for prompt in prompts:

@@ -10,7 +10,7 @@ from sanic import Request
 from sanic.response import HTTPResponse
 
 from api.errors import from_validation_error
-from errors import InvalidRequest, ServerError
+from errors import InvalidRequest, ServerError, UnsupportedMediaType
 from scheduler.jobs import GenerationJob
 
 RequestModel = TypeVar("RequestModel", bound=BaseModel)
@@ -20,6 +20,11 @@ DONE = b"data: [DONE]\n\n"
 
 
 def parse_body(request: Request, model: type[RequestModel]) -> RequestModel:
+    # A form or text/plain body is what a foreign web page can send without a CORS preflight: refuse it.
+    # No Content-Type at all is read as JSON (hand-written requests).
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType(f"Content-Type must be application/json, not {media_type[:100]!r}")
     if not request.body:
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
@@ -29,7 +34,8 @@ def parse_body(request: Request, model: type[RequestModel]) -> RequestModel:
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     try:
-        return model.model_validate(data)
+        # strict: as OpenAI, and as the schema says, `"stream": "yes"`, `"n": true` or `"max_tokens": "5"` are errors
+        return model.model_validate(data, strict=True)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
 

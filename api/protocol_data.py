@@ -7,6 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 
+MAX_META_DEPTH = 32
+
+
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -63,7 +66,20 @@ class TrainingExample(BaseModel):
     id: str | None = Field(None, min_length=1, max_length=128, description="Stable key; a hash of the prompt when absent.")
     prompt: str = Field(..., min_length=1)
     response: str = Field(..., min_length=1)
-    meta: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = Field(None, description=f"Any JSON object, nested at most {MAX_META_DEPTH} levels.")
+
+    @field_validator("meta")
+    @classmethod
+    def _not_too_deep(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # The JSONL writer (orjson) refuses documents nested past ~250 levels; say so here, as a 400.
+        stack = [(value, 1)] if value is not None else []
+        while stack:
+            node, depth = stack.pop()
+            if depth > MAX_META_DEPTH:
+                raise ValueError(f"meta must not be nested more than {MAX_META_DEPTH} levels deep")
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+        return value
 
 
 class IngestRequest(BaseModel):

@@ -112,9 +112,13 @@ def start_process(
     api_key: str = BENCH_API_KEY,
     ready_timeout_s: float = 180,
     cwd: Path = ROOT,
+    workdir: tempfile.TemporaryDirectory | None = None,
 ) -> ServerProcess:
-    """Start `command` (which must listen on 127.0.0.1:`port`) and wait until GET `ready_path` is 200."""
-    workdir = tempfile.TemporaryDirectory(prefix=f"bench-{name.replace(' ', '_')}-")
+    """Start `command` (which must listen on 127.0.0.1:`port`) and wait until GET `ready_path` is 200.
+
+    The log (and anything else the caller put in `workdir`) is deleted when the server stops.
+    """
+    workdir = workdir or tempfile.TemporaryDirectory(prefix=f"bench-{name.replace(' ', '_')}-")
     log_path = Path(workdir.name) / "server.log"
     log_file = log_path.open("wb")
     process = subprocess.Popen(
@@ -146,7 +150,8 @@ def start_process(
 def start_our_server(env: dict[str, str] | None = None, *, api_key: str = BENCH_API_KEY) -> ServerProcess:
     """`python server.py` on a free loopback port, with a key and a throw-away data folder."""
     port = free_port()
-    data_dir = tempfile.mkdtemp(prefix="bench-training-")
+    workdir = tempfile.TemporaryDirectory(prefix="bench-server-")
+    data_dir = str(Path(workdir.name) / "training")
     full_env = {
         "HOST": "127.0.0.1",
         "PORT": str(port),
@@ -157,7 +162,8 @@ def start_our_server(env: dict[str, str] | None = None, *, api_key: str = BENCH_
         **(env or {}),
     }
     return start_process(
-        "server.py", [sys.executable, str(ROOT / "server.py")], port=port, ready_path="/health", env=full_env, api_key=api_key
+        "server.py", [sys.executable, str(ROOT / "server.py")], port=port, ready_path="/health", env=full_env, api_key=api_key,
+        workdir=workdir,
     )
 
 

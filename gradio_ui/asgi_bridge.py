@@ -34,12 +34,14 @@ HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding"}
 log = logging.getLogger(__name__)
 
 
-def mount_asgi(app: Sanic, prefix: str, asgi_app: ASGIApp) -> None:
-    """Route `prefix`, `prefix/` and `prefix/<path>` of `app` to `asgi_app` and drive its lifespan."""
+def mount_asgi(app: Sanic, prefix: str, asgi_app: ASGIApp, *, headers: dict[str, str] | None = None) -> None:
+    """Route `prefix`, `prefix/` and `prefix/<path>` of `app` to `asgi_app` and drive its lifespan.
+
+    `headers` (e.g. security headers) are added to every response of the app that does not set them."""
     prefix = "/" + prefix.strip("/")
     if prefix == "/":
         raise ValueError("mount_asgi needs a non-root prefix such as '/chat'")
-    mount = Mount(prefix, asgi_app)
+    mount = Mount(prefix, asgi_app, headers or {})
     name = "asgi" + prefix.replace("/", "_")
     for uri, handler, suffix in (
         (prefix, mount.redirect, "redirect"),
@@ -64,9 +66,10 @@ def hide_from_openapi(handler: Callable) -> Callable:
 class Mount:
     """One ASGI app under one prefix: its routes' handlers and its lifespan listeners."""
 
-    def __init__(self, prefix: str, asgi_app: ASGIApp):
+    def __init__(self, prefix: str, asgi_app: ASGIApp, headers: dict[str, str] | None = None):
         self.prefix = prefix
         self.app = asgi_app
+        self.headers = headers or {}
         self.lifespan = Lifespan(asgi_app)
         self.open: set[Exchange] = set()
 
@@ -75,7 +78,7 @@ class Mount:
         return redirect(self.prefix + "/" + query, status=307)
 
     async def forward(self, request: Request, **_: Any) -> HTTPResponse | None:
-        exchange = Exchange(request)
+        exchange = Exchange(request, self.headers)
         self.open.add(exchange)
         try:
             return await exchange.run(self.app)
@@ -116,8 +119,9 @@ def asgi_scope(request: Request) -> dict:
 class Exchange:
     """One request/response between Sanic and the ASGI app."""
 
-    def __init__(self, request: Request):
+    def __init__(self, request: Request, extra_headers: dict[str, str] | None = None):
         self.request = request
+        self.extra_headers = extra_headers or {}
         self.head_only = request.method == "HEAD"
         self.body_given = False
         self.gone = asyncio.Event()  # client disconnected or response complete
@@ -163,6 +167,9 @@ class Exchange:
             for key, value in message.get("headers", []):
                 if key.lower() not in HOP_BY_HOP:
                     self.headers.add(key.decode("latin-1"), value.decode("latin-1"))
+            for key, value in self.extra_headers.items():
+                if key not in self.headers:  # case-insensitive
+                    self.headers[key] = value
         elif message["type"] == "http.response.body":
             body, more = message.get("body", b""), message.get("more_body", False)
             if self.stream is None and (self.head_only or not more):

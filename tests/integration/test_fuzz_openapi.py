@@ -59,7 +59,7 @@ CONFIG = {
         # Valid by the schema but refused by rules the schema cannot say (seed needs temperature 0,
         # an unknown model or dataset name, a full queue): 400/404/429 are fine, 401/405/415/5xx not.
         "positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404", "413", "429"]},
-        "negative_data_rejection": {"expected-statuses": ["400", "404", "413"]},
+        "negative_data_rejection": {"expected-statuses": ["400", "401", "404", "413"]},
     },
     "phases": {"stateful": {"enabled": False}},
 }

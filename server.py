@@ -7,6 +7,7 @@ frees the engines on their own threads.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -34,6 +35,7 @@ from settings import Settings, SettingsError
 log = logging.getLogger("server")
 
 ChatEngineFactory = Callable[[str], ChatEngine]
+SHUTDOWN_FLUSH_S = 5.0  # after the grace: time for cut-short streams' error events before Sanic drops connections
 
 
 def gpt4all_factory(settings: Settings, registry: ModelRegistry) -> ChatEngineFactory:
@@ -97,6 +99,10 @@ def create_app(
     ctx.health_checks = [lambda: {"embedding_model": settings.embedding_model, "embedding_state": ctx.embeddings.state}]
     ctx.default_model = None
     ctx.startup_error = None
+    ctx.draining = None
+    # Sanic closes the listener and waits for open connections (GRACEFUL_SHUTDOWN_TIMEOUT) only after the
+    # before_server_stop listeners return; so the drain runs meanwhile, and its deadline leaves time to flush.
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_grace_s + SHUTDOWN_FLUSH_S
     ctx.metrics = Metrics()  # one registry per app; observability.install subscribes it
 
     api_errors.install(app)
@@ -129,7 +135,19 @@ def create_app(
 
     @app.before_server_stop
     async def stop_generation(app: Sanic) -> None:
-        await scheduler.close(grace_s=min(10.0, settings.generation_timeout_s))
+        # Refuses new jobs and answers waiting ones at once; running ones get the grace, then an error event.
+        ctx.draining = asyncio.get_running_loop().create_task(scheduler.close(grace_s=settings.shutdown_grace_s))
+        await asyncio.sleep(0)
+
+    @app.on_response
+    async def close_connection_when_draining(request: Request, response) -> None:
+        if ctx.draining is not None and request.stream is not None:
+            request.stream.keep_alive = False  # `Connection: close`: Sanic's shutdown waits on open connections
+
+    @app.after_server_stop
+    async def stop_engines(app: Sanic) -> None:
+        if ctx.draining is not None:
+            await ctx.draining
         await ctx.embeddings.stop()
 
     return app

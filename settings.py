@@ -53,6 +53,9 @@ class Settings(BaseModel):
     generation_timeout_s: float = Field(300.0, gt=0, description="A generation running longer is stopped (`finish_reason: length`).")
     max_n: int = Field(4, ge=1, le=16, description="Largest `n` (choices per request), generated one after another.")
     max_prompts: int = Field(16, ge=1, description="Largest number of prompts in one `/v1/completions` request.")
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, description="On SIGTERM, running generations get this long to finish; then they end with an error event."
+    )
 
     # Embeddings
     embedding_model: str = Field(

@@ -28,7 +28,9 @@ _SANIC_TO_OURS: list[tuple[type[Exception], type[errors.ServerError]]] = [
 
 
 def from_validation_error(exc: ValidationError) -> errors.InvalidRequest:
-    first = exc.errors(include_url=False)[0]
+    problems = exc.errors(include_url=False)
+    # An unknown field is the clearest cause: name it, even when a union member's error comes first.
+    first = next((p for p in problems if p["type"] == "extra_forbidden"), problems[0])
     loc = [str(part) for part in first["loc"]]
     # pydantic reports union members in the path (e.g. "str", "list[...]"); keep the field path
     param_parts = [p for p in loc if not any(c in p for c in "[]") and p not in ("str", "int", "float", "bool", "list")]
@@ -56,7 +58,10 @@ def to_server_error(exc: BaseException) -> errors.ServerError:
 
 def error_response(exc: BaseException) -> HTTPResponse:
     error = to_server_error(exc)
-    return json(error.body(), status=error.status, headers=error.headers())
+    headers = error.headers()
+    if isinstance(exc, sanic_exc.MethodNotAllowed) and "Allow" in (exc.headers or {}):
+        headers = {**headers, "Allow": exc.headers["Allow"]}  # a 405 names the methods that are allowed
+    return json(error.body(), status=error.status, headers=headers)
 
 
 def _sanic_message(exc: Exception) -> str:

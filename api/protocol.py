@@ -17,16 +17,18 @@ from models.interfaces import SamplingParams
 
 MAX_TOKENS_CAP = 1 << 20  # past any context window; a larger value is a client bug
 
-# Reusable field definitions, declared once with their meaning.
+# Reusable field definitions, declared once with their meaning. NULL_IS_DEFAULT: `null` is accepted (as
+# OpenAI's clients send it) and means the default; the OpenAPI document says `nullable`.
+NULL_IS_DEFAULT = {"nullable": True}
 model_field = Field(None, description="Model id from `/v1/models`; the default model when absent.", examples=[None])
 max_tokens_field = Field(None, ge=1, le=MAX_TOKENS_CAP, description="Most tokens to generate.")
-temperature_field = Field(1.0, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.")
-top_p_field = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-top_k_field = Field(40, ge=0, le=100_000, description="Sample among the k most likely tokens (0: all).")
-min_p_field = Field(0.0, ge=0.0, le=1.0, description="Drop tokens below this fraction of the top token's probability.")
-repeat_penalty_field = Field(1.0, ge=0.5, le=2.0, description="Penalty on recently generated tokens; 1 is none.")
-n_field = Field(1, ge=1, le=16, description="Choices to generate, one after another (bounded by `MAX_N`).")
-stream_field = Field(False, description="Send Server-Sent Events as tokens arrive.")
+temperature_field = Field(1.0, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.", json_schema_extra=NULL_IS_DEFAULT)
+top_p_field = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.", json_schema_extra=NULL_IS_DEFAULT)
+top_k_field = Field(40, ge=0, le=100_000, description="Sample among the k most likely tokens (0: all).", json_schema_extra=NULL_IS_DEFAULT)
+min_p_field = Field(0.0, ge=0.0, le=1.0, description="Drop tokens below this fraction of the top token's probability.", json_schema_extra=NULL_IS_DEFAULT)
+repeat_penalty_field = Field(1.0, ge=0.5, le=2.0, description="Penalty on recently generated tokens; 1 is none.", json_schema_extra=NULL_IS_DEFAULT)
+n_field = Field(1, ge=1, le=16, description="Choices to generate, one after another (bounded by `MAX_N`).", json_schema_extra=NULL_IS_DEFAULT)
+stream_field = Field(False, description="Send Server-Sent Events as tokens arrive.", json_schema_extra=NULL_IS_DEFAULT)
 user_field = Field(None, max_length=256, description="End-user id (recorded nowhere; accepted for compatibility).")
 stop_field = Field(None, description="Up to 4 sequences; generation stops before any of them.")
 

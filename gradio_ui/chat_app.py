@@ -244,8 +244,9 @@ def mount_chat_ui(
 
     async def stop_gradio_queue(_app: Sanic) -> None:
         blocks.close(verbose=False)  # ends the queue's loops; the ASGI lifespan leaves them running
-        # They see it at their next poll (every 1-10 ms): let them end while the loop still runs,
-        # or Sanic closes the loop on them ("Task was destroyed but it is pending!").
-        await asyncio.sleep(0.1)
+        # They see it at their next poll (the intervals set above): let them end while the loop
+        # still runs, or Sanic closes the loop on them ("Task was destroyed but it is pending!").
+        queue = blocks._queue
+        await asyncio.sleep(2 * max(queue.sleep_when_free, queue.progress_update_sleep_when_free))
 
     app.register_listener(stop_gradio_queue, "before_server_stop")

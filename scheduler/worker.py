@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from errors import EngineFailure, ModelLoadFailed, ServerError
+from errors import EngineFailure, ModelLoadFailed, ServerError, Unavailable
 from models.interfaces import ChatEngine, GenerationOutcome
 from scheduler.jobs import GenerationJob
 from scheduler.stop_filter import StopFilter
@@ -108,6 +108,9 @@ class ModelWorker:
             return
         except Exception as exc:
             job.finish(error=EngineFailure(f"generation failed in {self.model}: {type(exc).__name__}: {exc}"))
+            return
+        if reason[:1] == ["cancelled"] and job.cancel_reason == "shutdown":  # cut short: not to be taken for a whole answer
+            job.finish(outcome, error=Unavailable("the server shut down before this generation finished; retry later"))
             return
         if not reason or reason[0] == "length":  # ended without a stop: the held-back text is output
             tail = stop_filter.flush()

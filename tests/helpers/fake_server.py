@@ -8,7 +8,8 @@ engine is one `FakeChatEngine`; each generation takes the next queued script (a 
 pieces), and with none queued echoes the prompt word by word. A piece is a string, or
 `{"raise": "message"}` (the engine fails there), or `{"words": N}` (N pieces `w0 `, `w1 `, ...).
 `FAKE_DELAY_S` is the pause before each piece. Embeddings use `FakeEmbeddingEngine` (no torch),
-unless `FAKE_EMBEDDINGS=real`.
+unless `FAKE_EMBEDDINGS=real`. `MODELS_DIR` should hold a tiny metadata-only `.gguf` written by
+`write_fake_gguf` (reading the real model's 49k-token vocabulary takes seconds on a busy machine).
 
 Tests may also queue scripts at run time: `POST /_fake/scripts {"scripts": [...], "delay_s": 0.1}`
 (a test-only route; it exists only in this script).
@@ -50,6 +51,31 @@ def expand(script: list) -> list:
         else:
             raise ValueError(f"unknown script piece {piece!r}")
     return pieces
+
+
+def write_fake_gguf(folder: Path, name: str = "fake-chat.gguf") -> Path:
+    """A metadata-only GGUF (ChatML template, four tokens): enough for the registry and the template."""
+    import gguf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_string("tokenizer.chat_template", CHATML)
+    writer.add_token_list(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "a"])
+    writer.add_token_types([3, 3, 3, 1])
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def build_app() -> Sanic:

@@ -13,6 +13,7 @@ import httpx
 import psutil
 
 from tests.conftest import API_KEY, ROOT, RunningServer, free_port
+from tests.helpers.fake_server import write_fake_gguf
 
 FAKE_SERVER = ROOT / "tests" / "helpers" / "fake_server.py"
 
@@ -20,6 +21,8 @@ FAKE_SERVER = ROOT / "tests" / "helpers" / "fake_server.py"
 def start_fake_server(tmp_path: Path, scripts: list | None = None, **env: str) -> RunningServer:
     port = free_port()
     data_dir = Path(env.pop("TRAINING_DATA_DIR", tmp_path / "training"))
+    if "MODELS_DIR" not in env:
+        env["MODELS_DIR"] = str(write_fake_gguf(tmp_path / "fake-models").parent)
     full_env = {
         **os.environ,
         "HOST": "127.0.0.1",

@@ -76,6 +76,7 @@ HYPOTHESIS = dict(
 
 _started = time.monotonic()
 _skipped: list[str] = []
+_sent: dict[str, list[float]] = {}  # operation -> seconds of each request sent
 
 
 @pytest.fixture(scope="module")
@@ -147,12 +148,11 @@ def call_and_check(case, server) -> None:
     if time.monotonic() - _started > BUDGET_S:
         _skipped.append(case.operation.label)
         return
-    case.call_and_validate(
-        base_url=server.base_url,
-        headers=server.headers(),
-        checks=CHECKS,
-        timeout=60,
-    )
+    started = time.monotonic()
+    try:
+        case.call_and_validate(base_url=server.base_url, headers=server.headers(), checks=CHECKS, timeout=60)
+    finally:
+        _sent.setdefault(case.operation.label, []).append(time.monotonic() - started)
 
 
 @schema.exclude(path_regex=GENERATION_PATHS).parametrize()
@@ -169,7 +169,9 @@ def test_generation_operations(case, fuzz_server):
 
 
 def test_fuzz_stayed_in_budget(fuzz_server):
-    """Runs last in this module: says how much of the fuzz was cut by the time budget."""
+    """Runs last in this module: prints what was sent, and says how much the time budget cut."""
+    for label, times in sorted(_sent.items()):
+        print(f"fuzz: {label}: {len(times)} requests, {sum(times):.1f}s, slowest {max(times):.1f}s")
     if _skipped:
         warnings.warn(f"fuzz budget of {BUDGET_S:.0f}s spent; {len(_skipped)} generated cases were not sent")
     assert fuzz_server.process.poll() is None, "the server died during the fuzz:\n" + fuzz_server.log()[-3000:]

@@ -18,7 +18,7 @@ MESSAGES = [{"role": "user", "content": "Hi"}]
 def parse(model, body) -> object:
     """Parse like the routes do: raw bytes through `parse_body`."""
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    return parse_body(SimpleNamespace(body=raw), model)
+    return parse_body(SimpleNamespace(body=raw, headers={"content-type": "application/json"}), model)
 
 
 def chat(**fields):

@@ -23,7 +23,6 @@ from api import errors as api_errors
 from api.generation import GenerationService
 from api.protocol import ModelCard
 from data.training_store import TrainingStore
-from errors import ServerError
 from metrics import Metrics
 from models.interfaces import ChatEngine
 from models.registry import ModelRegistry, ModelRegistryError

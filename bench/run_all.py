@@ -19,7 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python bench/run_all.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS_DIR, ROOT, add_common_arguments, machine_info
+from bench.common import ROOT, add_common_arguments, machine_info
 
 # name -> module; run in this order.
 BENCHMARKS = {

@@ -55,9 +55,10 @@ class RunningServer:
         return self.process.returncode
 
 
-def start_server(tmp_path: Path, wait_healthy: bool = True, **env: str) -> RunningServer:
+def start_server(tmp_path: Path, wait_healthy: bool = True, script: Path = ROOT / "server.py", **env: str) -> RunningServer:
+    """Run `script` (the real server, or a test variant of it) and wait until it is healthy."""
     port = free_port()
-    data_dir = tmp_path / "training"
+    data_dir = Path(env.pop("TRAINING_DATA_DIR", tmp_path / "training"))
     full_env = {
         **os.environ,
         "HOST": "127.0.0.1",
@@ -71,7 +72,7 @@ def start_server(tmp_path: Path, wait_healthy: bool = True, **env: str) -> Runni
     log_path = tmp_path / f"server-{port}.log"
     log_file = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "server.py")], cwd=ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT
+        [sys.executable, str(script)], cwd=ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT
     )
     server = RunningServer(process, f"http://127.0.0.1:{port}", full_env["API_KEYS"].split(",")[0], data_dir, log_path)
     deadline = time.monotonic() + 120

@@ -17,13 +17,13 @@ from sanic import Sanic
 from errors import QueueFull
 from gradio_ui.chat_app import mount_chat_ui
 from tests.fakes_ui import FakeChatBackend
-from tests.helpers.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, offline_context, require_chromium, serve_in_thread
+from tests.helpers.chat_page import BOT, last_bot_text, set_max_tokens, shot, wait_until
+from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, offline_context, require_chromium, serve_in_thread
 
 require_chromium()
 sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 pytestmark = pytest.mark.browser
 
-BOT = '#chatbot [data-testid="bot"]'
 USER = '#chatbot [data-testid="user"]'
 
 
@@ -69,29 +69,12 @@ def send(page, text: str, key: str | None = "sk-test") -> None:
     page.press("#prompt textarea", "Enter")
 
 
-def last_bot_text(page) -> str:
-    texts = page.locator(BOT).all_inner_texts()
-    return texts[-1].strip() if texts else ""
 
 
-def wait_until(page, condition, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        page.wait_for_timeout(50)  # lets Playwright deliver its events meanwhile
 
 
-def set_max_tokens(page, value: int) -> None:
-    box = page.locator("#max-tokens input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()
 
 
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def test_page_offers_key_settings_and_defaults(page):

@@ -22,9 +22,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import API_KEY, start_server
-from tests.helpers.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, offline_context
+from tests.helpers.chat_page import BOT, last_bot_text, set_max_tokens, shot
+from tests.helpers.chat_page import wait_until as _wait_until
+from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, offline_context
 
-BOT = '#chatbot [data-testid="bot"]'
 USER = '#chatbot [data-testid="user"]'
 LONG_STORY = (
     "Write a very long story, at least ten paragraphs, about a dragon who learns to bake bread "
@@ -135,9 +136,10 @@ def send(page, text: str, key: str | None = API_KEY) -> None:
     page.press("#prompt textarea", "Enter")
 
 
-def last_bot_text(page) -> str:
-    texts = page.locator(BOT).all_inner_texts()
-    return texts[-1].strip() if texts else ""
+
+
+def wait_until(page, condition, timeout: float = SLOW, what: str = "condition") -> None:
+    _wait_until(page, condition, timeout, what)
 
 
 def generating(page) -> bool:
@@ -145,25 +147,10 @@ def generating(page) -> bool:
     return page.locator("#send").is_disabled()
 
 
-def wait_until(page, condition, timeout: float = SLOW, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        page.wait_for_timeout(100)  # lets Playwright deliver its events meanwhile
 
 
-def set_max_tokens(page, value: int) -> None:
-    box = page.locator("#max-tokens input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()
-    assert box.input_value() == str(value)
 
 
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"chat_real_{name}.png"), full_page=True)
 
 
 def wait_for_words(page, n: int, what: str) -> str:

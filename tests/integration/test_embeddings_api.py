@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
-import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,10 +20,10 @@ import openai
 import pytest
 
 from tests.conftest import API_KEY, start_server
+from tests.helpers import readme_examples
+from tests.helpers.readme_examples import README_KEY
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
-README = Path(__file__).resolve().parents[3] / "shared" / "spec" / "original-readme.md"  # shared/ sits beside the clone
-README_KEY = "sk-local-123"  # the key every README example sends
 SENTENCES = [
     "The cat sits on the mat.",
     "How do I reset my password?",
@@ -291,24 +289,12 @@ def test_full_queue_is_429_with_retry_after(small_queue_server):
         assert error_of(own.post("/v1/embeddings", json={"input": ["x"] * 9}), 400)["param"] == "input"
 
 
-def readme_curl_examples(*paths: str) -> list[str]:
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
-    return [b for b in blocks if "curl" in b and any(p in b for p in paths)]
-
-
 def run_readme_example(command: str, base_url: str) -> dict:
-    assert "http://127.0.0.1:8000" in command
-    # Only the address changes: the test server listens on a free port. The key is the README's own.
-    completed = subprocess.run(
-        ["bash", "-o", "pipefail", "-c", command.replace("http://127.0.0.1:8000", base_url)],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert completed.returncode == 0, completed.stderr
-    return json.loads(completed.stdout)  # jq pretty-printed it
+    return json.loads(readme_examples.run_readme_example(command, base_url, timeout=120))
 
 
 def test_readme_embedding_examples_work_as_written(small_queue_server, reference_model):
-    examples = readme_curl_examples("/v1/embeddings")
+    examples = readme_examples.readme_curl_examples("/v1/embeddings")
     assert len(examples) == 1
     body = run_readme_example(examples[0], small_queue_server.base_url)
     assert body["model"] == EMBEDDING_MODEL and [d["index"] for d in body["data"]] == [0, 1]

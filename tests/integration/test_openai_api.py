@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,9 +22,8 @@ import openai
 import pytest
 
 from tests.conftest import API_KEY, ROOT, start_server
+from tests.helpers.readme_examples import README, README_KEY, readme_curl_examples, run_readme_example
 
-README = Path(__file__).resolve().parents[3] / "shared" / "spec" / "original-readme.md"  # shared/ sits beside the clone
-README_KEY = "sk-local-123"  # the key every README example sends
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 COUNTING = "1, 2, 3, 4,"  # greedy SmolLM2 keeps counting: long, predictable output
 CHAT_FIELDS = {"id", "object", "created", "model", "choices", "usage", "system_fingerprint"}
@@ -641,24 +639,13 @@ def test_full_queue_is_rate_limit_error_with_retry_after(one_slot_server, defaul
     wait_for_idle_scheduler(one_slot_server)
 
 
-def readme_curl_examples(*paths: str) -> list[str]:
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
-    return [block for block in blocks if "curl" in block and any(path in block for path in paths)]
-
-
 @pytest.mark.skipif(not README.exists() or not shutil.which("curl"), reason="needs the original README and curl")
 def test_readme_curl_examples_work_as_written(one_slot_server, default_model):
     examples = readme_curl_examples("/v1/chat/completions", "/v1/completions")
     assert len(examples) == 3
     outputs = []
-    for command in examples:
-        # only the address and the README's placeholder model name change
-        command = command.replace("http://127.0.0.1:8000", one_slot_server.base_url).replace("mistral-7b.gguf", default_model)
-        if shutil.which("jq") is None:
-            command = command.replace("| jq", "")
-        completed = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=300)
-        assert completed.returncode == 0, completed.stderr
-        outputs.append(completed.stdout)
+    for command in examples:  # only the address and the README's placeholder model name change
+        outputs.append(run_readme_example(command, one_slot_server.base_url, {"mistral-7b.gguf": default_model}))
     chat, stream, text = outputs
     chat = json.loads(chat)
     assert chat["object"] == "chat.completion" and chat["model"] == default_model

@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import re
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -26,9 +24,9 @@ import orjson
 import pytest
 
 from tests.conftest import API_KEY, start_server
+from tests.helpers import readme_examples
+from tests.helpers.readme_examples import README_KEY
 
-README = Path(__file__).resolve().parents[3] / "shared" / "spec" / "original-readme.md"  # shared/ sits beside the clone
-README_KEY = "sk-local-123"  # the key every README example sends
 RECORD_KEYS = {"id", "prompt", "response", "meta", "created_at"}
 
 
@@ -351,25 +349,13 @@ def readme_server(tmp_path_factory):
     server.stop()
 
 
-def readme_curl_examples(path: str) -> list[str]:
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
-    return [b for b in blocks if "curl" in b and path in b]
-
-
 def run_readme_example(command: str, base_url: str) -> dict:
-    assert "http://127.0.0.1:8000" in command
-    # Only the address changes: the test server listens on a free port. The key is the README's own.
-    completed = subprocess.run(
-        ["bash", "-o", "pipefail", "-c", command.replace("http://127.0.0.1:8000", base_url)],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert completed.returncode == 0, completed.stderr
-    return json.loads(completed.stdout)
+    return json.loads(readme_examples.run_readme_example(command, base_url, timeout=120))
 
 
 def test_readme_training_examples_work_as_written(readme_server):
-    (ingest_example,) = readme_curl_examples("/v1/training/ingest")
-    (list_example,) = readme_curl_examples("/v1/training/datasets")
+    (ingest_example,) = readme_examples.readme_curl_examples("/v1/training/ingest")
+    (list_example,) = readme_examples.readme_curl_examples("/v1/training/datasets")
     first = run_readme_example(ingest_example, readme_server.base_url)
     assert first == {"object": "training.ingest", "dataset": "my-support-faq", "inserted": 2, "updated": 0, "skipped": 0, "size": 2}
     again = run_readme_example(ingest_example, readme_server.base_url)  # upsert of identical examples

@@ -122,5 +122,3 @@ def _resolve(future: asyncio.Future) -> None:
     if not future.done():
         future.set_result(None)
 
-
-END = _END

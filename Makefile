@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: setup run test models chromium bench
+.PHONY: setup run test models chromium bench bench-peers
 
 setup: $(STAMP) models
 
@@ -31,5 +31,13 @@ run: setup
 test: setup chromium
 	$(PY) -m pytest
 
-bench: setup
-	$(PY) bench/run_all.py
+# The peers the benchmarks compare against (llama-cpp-python's server, infinity), each in its own
+# venv under bench/.peers; one that fails to install is skipped with a warning, never an error.
+bench-peers: $(STAMP)
+	$(PY) bench/peers.py install
+
+# The README's table: also a server with N_THREADS=1. `make bench BENCH_ARGS=--quick` for a smoke run.
+BENCH_ARGS ?= --server-threads 2,1
+
+bench: setup bench-peers
+	$(PY) bench/run_all.py $(BENCH_ARGS)

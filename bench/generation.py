@@ -9,8 +9,8 @@ Systems measured (each on the same `.gguf`, the same threads, n_batch and contex
 - the server: `python server.py` in a subprocess, `/v1/chat/completions` with `stream: true`,
   `temperature: 0`, the same messages and `max_tokens`, `stream_options.include_usage` for the
   exact token count; once with one client, once with `--concurrency` clients at a time;
-- llama-cpp-python's OpenAI server (`python -m llama_cpp.server`), the same requests, if
-  `llama_cpp` is importable here (it is never installed by this script).
+- llama-cpp-python's OpenAI server (`python -m llama_cpp.server`), the same requests, if it is
+  installed in its own venv (`bench/peers.py`; `make bench` installs it).
 
 Figures (per system):
 - decode tok/s: (completion tokens - 1) / (last token time - first token time), summed over
@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import codecs
 import ctypes
-import importlib.util
 import os
 import sys
 import time
@@ -53,23 +52,21 @@ if __package__ in (None, ""):  # `python bench/generation.py`
 
 import httpx
 
+from bench import peers
 from bench.common import (
-    busy_machine_warning,
-    load_average,
-    process_cpu_seconds,
-    BENCH_API_KEY,
     ROOT,
     ServerProcess,
     add_common_arguments,
+    busy_machine_warning,
     engine_threads,
     format_table,
-    free_port,
+    load_average,
     percentile,
     print_json_rows,
+    process_cpu_seconds,
     ratio,
     save_results,
     start_our_server,
-    start_process,
 )
 
 try:
@@ -390,20 +387,11 @@ def _float_header(response: httpx.Response, name: str) -> float | None:
 
 
 def start_llama_cpp_server(model_path: Path, args: argparse.Namespace) -> ServerProcess | None:
-    if importlib.util.find_spec("llama_cpp") is None:
-        print(f"note: llama-cpp-python is not installed in {sys.executable}; skipping `{LLAMA_CPP}` "
-              "(install llama-cpp-python[server] to include it; this script never installs it).", flush=True)
+    if not peers.LLAMA_CPP.installed:
+        print(f"note: {peers.skip_note(peers.LLAMA_CPP)}", flush=True)
         return None
-    port = free_port()
-    command = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(model_path), "--host", "127.0.0.1", "--port", str(port),
-        "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
-        "--n_batch", str(args.n_batch), "--n_ctx", str(args.n_ctx),
-        "--api_key", BENCH_API_KEY,
-    ]  # fmt: skip
     try:
-        return start_process(LLAMA_CPP, command, port=port, ready_path="/v1/models")
+        return peers.start_llama_cpp(model_path, threads=args.threads, n_batch=args.n_batch, n_ctx=args.n_ctx)
     except RuntimeError as exc:
         print(f"note: `{LLAMA_CPP}` did not start; skipping it.\n{exc}", flush=True)
         return None

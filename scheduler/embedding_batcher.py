@@ -5,9 +5,12 @@ executor the model runs on. Rules:
 
 * **Lone requests go at once.** When the model is idle and nothing waits, an arriving request
   is dispatched immediately. Batches grow only while the model is busy: inputs that arrive
-  during a batch wait, and when the batch ends the next one is cut as soon as it holds
-  `max_batch` inputs or `max_wait_ms` have passed since the oldest waiting input arrived
-  (usually already true, so the extra wait is at most `max_wait_ms` and often zero).
+  during a batch wait, and when the batch ends the next one is cut as soon as it holds as many
+  inputs as the batch that just ended plus those already waiting (at most `max_batch`), or
+  `max_wait_ms` after the batch ended. Clients that were just answered usually come straight
+  back with their next request; without the short wait, a few early arrivals would run alone
+  while the rest queued behind them (measured with 32 clients: batches alternated between 2
+  and 30 inputs, and a batch of 2 costs about three times as much per input as one of 32).
 * **Fair shares.** Each batch is shared among waiting requests by water-filling in arrival
   order: every request gets an equal share of the `max_batch` slots (small requests take all
   they need, the rest is split again, earlier requests get the odd slots). A 2000-input
@@ -178,7 +181,7 @@ class EmbeddingBatcher:
     # -- worker -------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        after_batch = False
+        after_batch, last_size = False, 0
         while True:
             if not self._pending:
                 after_batch = False
@@ -186,17 +189,16 @@ class EmbeddingBatcher:
                 await self._wakeup.wait()
                 continue  # idle wake-up: dispatch at once, no gathering
             if after_batch and self.max_wait_s > 0:
-                await self._gather()
+                await self._gather(min(self.max_batch, self._depth + last_size))
             parts, texts = self._take_batch()
             if texts:
                 await self._run_batch(parts, texts)
-            after_batch = bool(texts)
+            after_batch, last_size = bool(texts), len(texts)
 
-    async def _gather(self) -> None:
-        """Wait for the batch to fill, until max_wait after the oldest waiting input arrived."""
-        oldest = next(iter(self._pending))
-        deadline = oldest.enqueued_at + self.max_wait_s
-        while self._pending and self._depth < self.max_batch:
+    async def _gather(self, target: int) -> None:
+        """Wait until `target` inputs wait, or max_wait has passed since the last batch ended."""
+        deadline = self._loop.time() + self.max_wait_s
+        while self._pending and self._depth < target:
             timeout = deadline - self._loop.time()
             if timeout <= 0:
                 return

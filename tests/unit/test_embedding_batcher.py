@@ -66,6 +66,28 @@ async def test_concurrent_requests_share_batches_never_beyond_max():
 
 
 @pytest.mark.asyncio
+async def test_closed_loop_clients_settle_into_full_batches():
+    """Clients that send again as soon as they are answered ride together, not in alternating halves.
+
+    The first client's lone request goes at once and the other seven queue behind it; when it is
+    answered it comes straight back, and the batcher waits (up to max_wait) for it instead of
+    running the seven without it. Without that wait the batches stay split (1, 7, 1, 7, ...)."""
+    engine = FakeEmbeddingEngine(delay_s=0.05)  # a batch takes longer than max_wait, as real ones do
+    clients, rounds = 8, 6
+    async with EmbeddingBatcher(engine, max_batch=64, max_wait_ms=10, max_queue=1000) as batcher:
+        async def client(c: int) -> None:
+            for r in range(rounds):
+                await batcher.embed([f"client {c} round {r}"])
+
+        first = asyncio.create_task(client(0))
+        await wait_until(lambda: batcher.busy)
+        await asyncio.gather(first, *(client(c) for c in range(1, clients)))
+    sizes = engine.batch_sizes
+    assert sum(sizes) == clients * rounds
+    assert sizes == [1] + [clients] * (rounds - 1) + [clients - 1], sizes  # client 0 is one batch ahead
+
+
+@pytest.mark.asyncio
 async def test_large_request_is_split_and_reassembled_in_order():
     engine = FakeEmbeddingEngine()
     texts = [f"sentence number {i}" for i in range(203)]

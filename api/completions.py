@@ -30,7 +30,7 @@ from api.protocol import (
     ModelList,
     UsageInfo,
 )
-from errors import ServerError
+from errors import ContextLengthExceeded, ServerError
 from scheduler.jobs import GenerationJob
 
 bp = Blueprint("openai", url_prefix="/v1")
@@ -87,6 +87,15 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
 
 @bp.post("/completions")
 async def completions(request: Request) -> HTTPResponse | None:
+    try:
+        return await _completions(request)
+    except ContextLengthExceeded as exc:
+        if exc.param == "messages":  # the engine names the chat field; here the prompt is `prompt`
+            exc.param = "prompt"
+        raise
+
+
+async def _completions(request: Request) -> HTTPResponse | None:
     body = parse_body(request, CompletionRequest)
     service = _service(request)
     model = service.resolve_model(body.model)

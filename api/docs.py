@@ -25,7 +25,7 @@ from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, file
 from sanic_ext import openapi
 from sanic_ext.extensions.openapi.builders import OperationBuilder, OperationStore, SpecificationBuilder
-from sanic_ext.extensions.openapi.definitions import RequestBody, Response
+from sanic_ext.extensions.openapi.definitions import Parameter, RequestBody, Response
 
 from api import protocol, protocol_data
 from api.docs_catalog import ENDPOINTS, ERROR_EXAMPLES, SSE_EXAMPLE, Endpoint
@@ -169,7 +169,12 @@ def _operation(endpoint: Endpoint) -> OperationBuilder:
         if endpoint.examples:
             media["examples"] = endpoint.examples
         op.requestBody = RequestBody({"application/json": media}, required=True)
+    for query in endpoint.query:
+        op.parameters.append(Parameter(query.name, query.schema, "query", description=query.description, required=False))
     op.responses = {200: Response(_success_content(endpoint), description="OK")}
+    for status, (description, example) in endpoint.other_responses.items():
+        op.responses[status] = Response({"application/json": {"schema": {"type": "object"}, "example": example}},
+                                        description=description)
     for status in ((401,) if endpoint.protected else ()) + endpoint.errors:
         summary, kind, param, code, message = ERROR_EXAMPLES[status]
         example = {"error": {"message": message, "type": kind, "param": param, "code": code}}

@@ -41,6 +41,15 @@ class Endpoint:
     protected: bool = True
     errors: tuple[int, ...] = ()
     content_type: str = "application/json"
+    query: tuple["QueryParameter", ...] = ()
+    other_responses: dict[int, tuple[str, dict]] = field(default_factory=dict)  # status -> (description, example)
+
+
+@dataclass(frozen=True)
+class QueryParameter:
+    name: str
+    description: str
+    schema: dict
 
 
 CHAT_EXAMPLES = {
@@ -84,7 +93,10 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
         "200 with `status: ok` when the default chat model (and every other part) is ready; 503 while loading or failed.",
         protected=False, response_example={
             "status": "ok", "model": "SmolLM2-135M-Instruct.Q4_1.gguf", "model_state": "ready",
-            "embedding_model": "all-MiniLM-L6-v2", "embedding_state": "ready"}),
+            "embedding_model": "all-MiniLM-L6-v2", "embedding_state": "ready"},
+        other_responses={503: ("A model is still loading, or failed to load (then `error` says why)", {
+            "status": "loading", "model": "SmolLM2-135M-Instruct.Q4_1.gguf", "model_state": "loading",
+            "embedding_model": "all-MiniLM-L6-v2", "embedding_state": "ready"})}),
     ("GET", "/v1/models"): Endpoint("List models", "OpenAI", "listModels", "The local `.gguf` chat models and the embedding model.",
                                     response=("ModelList",)),
     ("POST", "/v1/chat/completions"): Endpoint(
@@ -114,8 +126,10 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
         response=("DatasetList",)),
     ("GET", "/v1/training/datasets/{name}"): Endpoint(
         "Read a training dataset", "Training", "readTrainingDataset",
-        "One page of a dataset's records (`?offset=0&limit=100`, limit at most 1000).",
-        response=("DatasetPage",), errors=(400, 404)),
+        "One page of a dataset's records, in the order they were stored.",
+        response=("DatasetPage",), errors=(400, 404),
+        query=(QueryParameter("offset", "Records to skip.", {"type": "integer", "minimum": 0, "maximum": 2**31, "default": 0}),
+               QueryParameter("limit", "Records in the page.", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}))),
     ("DELETE", "/v1/training/datasets/{name}"): Endpoint(
         "Delete a training dataset", "Training", "deleteTrainingDataset", "Remove the dataset's JSONL file.",
         response_example={"object": "training.dataset.deleted", "dataset": "my-support-faq", "deleted": True},

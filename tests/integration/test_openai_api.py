@@ -441,14 +441,17 @@ def test_prompt_longer_than_the_context_is_context_length_exceeded(openai_client
             model=default_model, messages=[{"role": "user", "content": long_text}], max_tokens=4
         )
     assert info.value.code == "context_length_exceeded"
+    assert info.value.param == "messages"
     assert "2048" in info.value.message
     assert "ERROR" not in info.value.message  # GPT4All's own text never passes as output
     with pytest.raises(openai.BadRequestError) as info:
         openai_client.completions.create(model=default_model, prompt=long_text, max_tokens=4)
     assert info.value.code == "context_length_exceeded"
+    assert info.value.param == "prompt"  # this route's own field, not chat's `messages`
     # streamed: known before the first token, so a plain HTTP error rather than an SSE event
     response, _ = stream_raw(http, "/v1/completions", {"prompt": long_text, "max_tokens": 4})
     assert error_body(response, 400)["code"] == "context_length_exceeded"
+    assert error_body(response, 400)["param"] == "prompt"
     assert time.monotonic() - started < 60
 
 

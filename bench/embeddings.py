@@ -328,9 +328,9 @@ def run(args: argparse.Namespace) -> list[dict]:
         if infinity is not None:
             servers[INFINITY] = infinity
         raw = RawEncoder(args.embed_threads)
-        for name, server in servers.items():
-            notes.append(f"{server.name if name == INFINITY else f'server, batching {name}'}: vectors differ from raw "
-                         f"encode by at most {check_vectors(server, raw, texts[:16]):.2e}")
+        for key, server in servers.items():
+            label = INFINITY if key == INFINITY else f"{OURS}, batching {key}"
+            notes.append(f"{label}: vectors differ from raw encode by at most {check_vectors(server, raw, texts[:16]):.2e}")
         if raw.torch_was_loaded:
             notes.append("torch was imported before this benchmark: raw encode runs with whatever OpenMP policy it got")
         configs = [(RAW, "-", 1, 1), (RAW, "-", 1, args.embed_raw_batch)]
@@ -345,7 +345,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                 if system == RAW:
                     m = raw.measure(texts, batch, args.embed_seconds, args.embed_max_requests)
                 else:
-                    m = _run_async(drive_server(servers[INFINITY if system == INFINITY else mode], texts, clients, args.embed_seconds, args.embed_max_requests,
+                    server = servers[mode if system == OURS else system]
+                    m = _run_async(drive_server(server, texts, clients, args.embed_seconds, args.embed_max_requests,
                                                 args.embed_client))
                 results[config].append(m)
                 print(f"round {round_no + 1}: {_label(config)}: {m.throughput:.1f} inputs/s"

@@ -10,7 +10,7 @@ executor the model runs on. Rules:
   `max_wait_ms` after the batch ended. Clients that were just answered usually come straight
   back with their next request; without the short wait, a few early arrivals would run alone
   while the rest queued behind them (measured with 32 clients: batches alternated between 2
-  and 30 inputs, and a batch of 2 costs about three times as much per input as one of 32).
+  and 30 inputs, and a batch of 2 costs two to three times as much CPU per input as one of 32).
 * **Fair shares.** Each batch is shared among waiting requests by water-filling in arrival
   order: every request gets an equal share of the `max_batch` slots (small requests take all
   they need, the rest is split again, earlier requests get the odd slots). A 2000-input

@@ -9,6 +9,7 @@
     │   └── ModelNotFound            404 code=model_not_found
     ├── MethodNotAllowed             405
     ├── PayloadTooLarge              413
+    ├── HeadersTooLarge              431 (the request line and headers)
     ├── UnsupportedMediaType         415 (a body that says it is not JSON)
     ├── QueueFull                    429 code=queue_full (+ Retry-After)
     ├── Unavailable                  503 code=unavailable (queue timeout, shutting down, loading)
@@ -80,6 +81,12 @@ class PayloadTooLarge(ServerError):
     status = 413
     type = "invalid_request_error"
     code = "payload_too_large"
+
+
+class HeadersTooLarge(ServerError):
+    status = 431
+    type = "invalid_request_error"
+    code = "headers_too_large"
 
 
 class UnsupportedMediaType(ServerError):

@@ -1,7 +1,7 @@
 """The one place where exceptions become HTTP responses with OpenAI's error envelope.
 
 Our own tree (`errors.py`) carries status, type and code; Sanic's routing and protocol errors
-(404, 405, 413, a malformed request) and pydantic's validation errors are translated into it.
+(404, 405, 413, 431, a malformed request) and pydantic's validation errors are translated into it.
 Anything else is a 500 whose body says nothing about the internals; the traceback goes to the log.
 """
 
@@ -45,6 +45,9 @@ def to_server_error(exc: BaseException) -> errors.ServerError:
         return exc
     if isinstance(exc, ValidationError):
         return from_validation_error(exc)
+    if isinstance(exc, sanic_exc.PayloadTooLarge) and "header" in str(exc).lower():
+        # Sanic reports an oversized request line or header block as 413; HTTP's status for it is 431.
+        return errors.HeadersTooLarge("The request line and headers exceed the size limit.")
     for sanic_type, ours in _SANIC_TO_OURS:
         if isinstance(exc, sanic_type):
             return ours(_sanic_message(exc))

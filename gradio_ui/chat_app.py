@@ -2,7 +2,8 @@
 
 The conversation lives in the page: the chatbot's own value is the history, so the model is
 asked exactly what the user sees (after Stop too). A message the UI itself adds (a wrong key, a
-full queue...) starts with `NOTICE`; it is shown but never sent to the model.
+full queue, a reply cut short at Max tokens...) starts with `NOTICE`; it is shown but never sent
+to the model.
 
 Stopping: Stop and Clear cancel the running Gradio event. Gradio cancels the task that drives
 `respond`, or closes it between two tokens; either way the `aclosing` block closes the
@@ -38,7 +39,7 @@ from errors import (  # noqa: E402
     Unavailable,
 )
 from gradio_ui.asgi_bridge import mount_asgi  # noqa: E402
-from gradio_ui.backend import ChatBackend  # noqa: E402
+from gradio_ui.backend import ChatBackend, CutShort  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,15 @@ def notice(exc: Exception) -> dict:
     else:
         text = f"{NOTICE}Internal error: the server could not answer. The details are in the server log."
     return {"role": "assistant", "content": text}
+
+
+def cut_short_notice(cut: CutShort) -> dict:
+    """Says why a reply stopped mid-way; like every notice, it is never sent to the model."""
+    if cut.max_tokens is not None:
+        why = f"the reply reached Max tokens ({cut.max_tokens}). Raise it and press Retry for a longer reply."
+    else:
+        why = "the conversation filled the model's context window. Press Clear to start a new one."
+    return {"role": "assistant", "content": f"{NOTICE}Cut short: {why}"}
 
 
 def plain(chat: list[dict] | None) -> list[dict]:
@@ -124,7 +134,7 @@ def make_responder(backend: ChatBackend):
         if not chat or chat[-1]["role"] != "user":
             yield chat  # nothing to answer
             return
-        text, key = "", (api_key or "").strip()
+        text, key, cut = "", (api_key or "").strip(), None
         try:
             backend.check_key(key)
             stream = backend.stream_chat(
@@ -136,9 +146,12 @@ def make_responder(backend: ChatBackend):
             )
             async with aclosing(stream) as deltas:
                 async for delta in deltas:
+                    if isinstance(delta, CutShort):
+                        cut = delta
+                        continue
                     text += delta
                     yield chat + [{"role": "assistant", "content": text}]
-            yield chat + [{"role": "assistant", "content": text}]
+            yield chat + [{"role": "assistant", "content": text}] + ([cut_short_notice(cut)] if cut else [])
         except Exception as exc:  # noqa: BLE001 - every failure becomes a readable message
             if not isinstance(exc, ServerError):
                 log.exception("chat UI generation failed")

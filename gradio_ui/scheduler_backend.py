@@ -10,6 +10,7 @@ from contextlib import aclosing
 from typing import AsyncIterator
 
 from api import auth
+from gradio_ui.backend import CutShort
 from models.interfaces import SamplingParams
 
 
@@ -29,7 +30,7 @@ class SchedulerChatBackend:
 
     async def stream_chat(
         self, *, api_key: str, model: str, messages: list[dict], temperature: float, max_tokens: int
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[str | CutShort]:
         self.check_key(api_key)
         service = self.ctx.generation
         chosen = service.resolve_model(model or None)
@@ -42,3 +43,6 @@ class SchedulerChatBackend:
             async for event in events:
                 if event.text:
                     yield event.text
+                if event.finish is not None and event.finish.finish_reason == "length":
+                    reached = event.finish.completion_tokens >= max_tokens
+                    yield CutShort(max_tokens if reached else None)

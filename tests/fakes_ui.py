@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from errors import AuthenticationFailed, ServerError
+from gradio_ui.backend import CutShort
 
 
 @dataclass
@@ -16,6 +17,7 @@ class FakeChatBackend:
     words: list[str] = field(default_factory=lambda: [f"word{i}" for i in range(200)])
     delay_s: float = 0.05
     fail_with: ServerError | None = None  # raised instead of streaming, once
+    report_cut_short: bool = False  # end a reply cut at max_tokens with CutShort, as the real backend does
     requests: list[dict] = field(default_factory=list)  # what stream_chat was asked
     stopped_at: list[float] = field(default_factory=list)  # monotonic time of each early stop
     finished: int = 0
@@ -45,6 +47,8 @@ class FakeChatBackend:
             for word in self.words[:max_tokens]:
                 await asyncio.sleep(self.delay_s)
                 yield word + " "
+            if self.report_cut_short and len(self.words) > max_tokens:
+                yield CutShort(max_tokens)
             done = True
         finally:
             self.active -= 1

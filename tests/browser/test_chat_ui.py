@@ -183,6 +183,25 @@ def test_server_errors_are_readable_chat_messages(page, chat_server):
     shot(page, "chat_queue_full")
 
 
+def test_a_reply_cut_at_max_tokens_says_so_and_the_notice_never_reaches_the_model(page, chat_server):
+    _, backend = chat_server
+    backend.report_cut_short = True
+    try:
+        set_max_tokens(page, 3)
+        send(page, "tell me a lot")
+        page.wait_for_selector(f"{BOT}:has-text('Cut short')", timeout=5_000)
+        texts = [t.strip() for t in page.locator(BOT).all_inner_texts()]
+        assert texts == ["word0 word1 word2",
+                         "⚠️ Cut short: the reply reached Max tokens (3). Raise it and press Retry for a longer reply."]
+        shot(page, "chat_cut_short")
+        send(page, "and more", key=None)
+        wait_until(page, lambda: backend.requests[-1]["messages"][-1]["content"] == "and more", what="the next request")
+        assert [m["content"].strip() for m in backend.requests[-1]["messages"]] == [
+            "You are a helpful assistant.", "tell me a lot", "word0 word1 word2", "and more"]
+    finally:
+        backend.report_cut_short = False
+
+
 def test_closing_the_page_stops_generation(page, chat_server):
     _, backend = chat_server
     stops = len(backend.stopped_at)

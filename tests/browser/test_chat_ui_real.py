@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import API_KEY, start_server
-from tests.helpers.chat_page import BOT, last_bot_text, set_max_tokens, shot
+from tests.helpers.chat_page import BOT, CUT_SHORT, last_answer_text, last_bot_text, set_max_tokens, shot
 from tests.helpers.chat_page import wait_until as _wait_until
 from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, offline_context
 
@@ -199,10 +199,13 @@ def test_reply_streams_from_the_real_model(server, page):
     assert was_generating or len(second.split()) >= 20, "the reply did not stream"
 
     wait_until(page, lambda: not generating(page), what="the reply to end")
-    final = last_bot_text(page)
+    final = last_answer_text(page)
     assert len(final) >= len(second) and final[:3] == first[:3]
     assert "⚠️" not in final and "Traceback" not in page.content()
-    assert page.locator(USER).count() == 1 and page.locator(BOT).count() == 1
+    # One answer, followed by a notice only if it was cut at Max tokens.
+    bots = page.locator(BOT).count()
+    assert page.locator(USER).count() == 1 and bots in (1, 2)
+    assert bots == 1 or last_bot_text(page).startswith(CUT_SHORT), last_bot_text(page)
     assert page.locator("#prompt textarea").is_enabled()
     shot(page, "reply")
 
@@ -264,6 +267,18 @@ def test_stop_ends_a_long_reply_and_frees_the_worker(server, page):
 
 
 @pytest.mark.browser
+def test_a_reply_cut_at_max_tokens_ends_with_a_notice(server, page):
+    set_max_tokens(page, 6)
+    send(page, LONG_STORY)
+    page.wait_for_selector(f"{BOT}:has-text('Cut short')", timeout=SLOW * 1000)
+    wait_until(page, lambda: not generating(page), what="the page to unlock")
+    texts = [t.strip() for t in page.locator(BOT).all_inner_texts()]
+    assert len(texts) == 2 and texts[0] and not texts[0].startswith("⚠️"), texts
+    assert texts[1] == "⚠️ Cut short: the reply reached Max tokens (6). Raise it and press Retry for a longer reply."
+    shot(page, "chat_real_cut_short")
+
+
+@pytest.mark.browser
 def test_a_wrong_or_missing_key_shows_a_message_and_generates_nothing(server, page):
     before = generation_state(server)
     send(page, "hello", key="sk-wrong")
@@ -322,7 +337,8 @@ def test_health_and_the_api_work_while_a_ui_chat_streams(server, page):
     body = response.json()
     assert body["choices"][0]["message"]["role"] == "assistant"
     assert body["usage"]["completion_tokens"] >= 1
-    assert "⚠️" not in last_bot_text(page)
+    assert "⚠️" not in last_answer_text(page)
+    assert last_bot_text(page) == last_answer_text(page) or last_bot_text(page).startswith(CUT_SHORT)  # no error
     shot(page, "busy_done")
 
     after = generations(server)

@@ -7,11 +7,19 @@ import time
 from tests.helpers.browser import ARTIFACTS
 
 BOT = '#chatbot [data-testid="bot"]'
+NOTICE = "⚠️"
+CUT_SHORT = "⚠️ Cut short"
 
 
 def last_bot_text(page) -> str:
     texts = page.locator(BOT).all_inner_texts()
     return texts[-1].strip() if texts else ""
+
+
+def last_answer_text(page) -> str:
+    """The last bot message that is the model's text, not a notice (the UI's own messages start with ⚠️)."""
+    texts = [t.strip() for t in page.locator(BOT).all_inner_texts()]
+    return next((t for t in reversed(texts) if not t.startswith(NOTICE)), "")
 
 
 def wait_until(page, condition, timeout: float = 10.0, what: str = "condition") -> None:

@@ -64,7 +64,14 @@ from bench.common import (
     save_results,
     start_our_server,
 )
-from bench.generation_requests import PROMPTS, RAW, SYSTEM_MESSAGE, ChatStreamer, RawGPT4All, Sample
+from bench.generation_requests import (
+    PROMPTS,
+    RAW,
+    SYSTEM_MESSAGE,
+    ChatStreamer,
+    RawGPT4All,
+    Sample,
+)
 
 NAME = "generation"
 OURS = "server"

@@ -12,11 +12,13 @@ from typing import AsyncIterator, Protocol
 
 @dataclass(frozen=True)
 class CutShort:
-    """The last item of a reply that ended at a token limit rather than where the model chose.
+    """The last item of a reply that ended at a limit rather than where the model chose.
 
-    `max_tokens` is the limit it reached, or None when the model's context window filled first."""
+    `limit` is "max_tokens" (then `max_tokens` says which), "context" (the model's window filled)
+    or "time" (the server's GENERATION_TIMEOUT_S)."""
 
-    max_tokens: int | None
+    limit: str
+    max_tokens: int | None = None
 
 
 class ChatBackend(Protocol):
@@ -34,7 +36,7 @@ class ChatBackend(Protocol):
         self, *, api_key: str, model: str, messages: list[dict], temperature: float, max_tokens: int
     ) -> AsyncIterator[str | CutShort]:
         """Yield text deltas of the reply to `messages` (OpenAI-style role/content dicts), then a
-        `CutShort` if the reply was cut at a token limit (`finish_reason: "length"`).
+        `CutShort` if the reply was cut at a limit (`finish_reason: "length"`).
 
         Raises `errors.ServerError` subclasses whose `.message` a user can read. When the consumer
         stops iterating (`aclose()` or a cancelled task), the generation is stopped.

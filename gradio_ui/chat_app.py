@@ -76,10 +76,12 @@ def notice(exc: Exception) -> dict:
 
 def cut_short_notice(cut: CutShort) -> dict:
     """Says why a reply stopped mid-way; like every notice, it is never sent to the model."""
-    if cut.max_tokens is not None:
+    if cut.limit == "max_tokens":
         why = f"the reply reached Max tokens ({cut.max_tokens}). Raise it and press Retry for a longer reply."
-    else:
+    elif cut.limit == "context":
         why = "the conversation filled the model's context window. Press Clear to start a new one."
+    else:
+        why = "the reply reached the server's time limit for one generation."
     return {"role": "assistant", "content": f"{NOTICE}Cut short: {why}"}
 
 

@@ -48,7 +48,7 @@ class FakeChatBackend:
                 await asyncio.sleep(self.delay_s)
                 yield word + " "
             if self.report_cut_short and len(self.words) > max_tokens:
-                yield CutShort(max_tokens)
+                yield CutShort("max_tokens", max_tokens)
             done = True
         finally:
             self.active -= 1

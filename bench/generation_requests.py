@@ -11,7 +11,7 @@ import codecs
 import ctypes
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -65,6 +65,23 @@ class Sample:
     pair: int | None = None  # (round, prompt) slot: samples of one pair ran back to back
     cpu_s: float | None = None  # CPU the system used for this request (raw: this process; server: its process)
     client_cpu_s: float | None = None  # CPU this process used as the HTTP client
+    pieces: list[str] = field(default_factory=list, repr=False)
+
+    def add_text(self, text: str) -> None:
+        """A non-empty text piece arrived now."""
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        self.last = now
+        self.pieces.append(text)
+
+    def finish(self) -> "Sample":
+        """The stream ended: join the text; without a usage count, count the text pieces (marked inexact)."""
+        self.ended = time.perf_counter()
+        if self.prompt_tokens is None and not self.completion_tokens:
+            self.completion_tokens, self.exact_count = len(self.pieces), False
+        self.text = "".join(self.pieces)
+        return self
 
     @property
     def ttft(self) -> float | None:
@@ -101,7 +118,6 @@ class RawGPT4All:
 
         lm = self.lm
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pieces: list[str] = []
         counts = [0, 0]
         sample = Sample(RAW, prompt_index, 0.0)
         clock = time.perf_counter
@@ -117,11 +133,7 @@ class RawGPT4All:
             counts[1] += 1
             text = decoder.decode(piece)
             if text:
-                now = clock()
-                if sample.first is None:
-                    sample.first = now
-                sample.last = now
-                pieces.append(text)
+                sample.add_text(text)
             return True
 
         raise_later: list[str] = []
@@ -141,7 +153,7 @@ class RawGPT4All:
         llmodel.llmodel_prompt(
             lm.model,
             ctypes.c_char_p(prompt.encode("utf-8")),
-            ctypes.c_char_p(b"%1"),
+            ctypes.c_char_p(b"%1%2"),  # as the server's engine does: no hidden "\n\n" suffix evaluated after the reply
             prompt_cb,
             response_cb,
             True,
@@ -154,8 +166,8 @@ class RawGPT4All:
             raise RuntimeError(f"raw GPT4All refused the prompt: {raise_later[0]}")
         tail = decoder.decode(b"", final=True)
         if tail:
-            pieces.append(tail)
-        sample.prompt_tokens, sample.completion_tokens, sample.text = counts[0], counts[1], "".join(pieces)
+            sample.pieces.append(tail)
+        sample.prompt_tokens, sample.completion_tokens, sample.text = counts[0], counts[1], "".join(sample.pieces)
         return sample
 
     def close(self) -> None:
@@ -212,10 +224,7 @@ class ChatStreamer:
         return await self._run_httpx(prompt_index)
 
     async def _run_httpx(self, prompt_index: int) -> Sample:
-        clock = time.perf_counter
-        pieces: list[str] = []
-        chunks = 0
-        sample = Sample(self.system, prompt_index, clock())
+        sample = Sample(self.system, prompt_index, time.perf_counter())
         async with self._httpx.stream("POST", "/v1/chat/completions", json=self._body(PROMPTS[prompt_index])) as response:
             if response.status_code != 200:
                 raise RuntimeError(f"{self.system} answered {response.status_code}: {(await response.aread())[:500]!r}")
@@ -233,48 +242,27 @@ class ChatStreamer:
                 for choice in event.get("choices") or ():
                     content = (choice.get("delta") or {}).get("content")
                     if content:
-                        now = clock()
-                        if sample.first is None:
-                            sample.first = now
-                        sample.last = now
-                        pieces.append(content)
-                        chunks += 1
+                        sample.add_text(content)
                 usage = event.get("usage")
                 if usage:
                     sample.completion_tokens = usage["completion_tokens"]
                     sample.prompt_tokens = usage.get("prompt_tokens")
-        sample.ended = clock()
-        if sample.prompt_tokens is None and not sample.completion_tokens:
-            sample.completion_tokens, sample.exact_count = chunks, False
-        sample.text = "".join(pieces)
-        return sample
+        return sample.finish()
 
     async def _run_openai(self, prompt_index: int) -> Sample:
-        clock = time.perf_counter
         body = self._body(PROMPTS[prompt_index])
         standard = {k: body.pop(k) for k in ("messages", "max_tokens", "stream", "stream_options", "temperature", "top_p") if k in body}
         model = body.pop("model", None) or "default"
-        pieces: list[str] = []
-        chunks = 0
-        sample = Sample(self.system, prompt_index, clock())
+        sample = Sample(self.system, prompt_index, time.perf_counter())
         stream = await self._openai.chat.completions.create(model=model, extra_body=body, **standard)
         async for chunk in stream:
             for choice in chunk.choices:
                 if choice.delta and choice.delta.content:
-                    now = clock()
-                    if sample.first is None:
-                        sample.first = now
-                    sample.last = now
-                    pieces.append(choice.delta.content)
-                    chunks += 1
+                    sample.add_text(choice.delta.content)
             if chunk.usage:
                 sample.completion_tokens = chunk.usage.completion_tokens
                 sample.prompt_tokens = chunk.usage.prompt_tokens
-        sample.ended = clock()
-        if sample.prompt_tokens is None and not sample.completion_tokens:
-            sample.completion_tokens, sample.exact_count = chunks, False
-        sample.text = "".join(pieces)
-        return sample
+        return sample.finish()
 
 
 def _float_header(response: httpx.Response, name: str) -> float | None:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 if __package__ in (None, ""):  # `python bench/peers.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -98,6 +99,21 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK
 def skip_note(peer: Peer) -> str:
     return (f"{peer.name} is not installed in {peer.venv.relative_to(ROOT)}; skipping it "
             f"(`python bench/peers.py install {peer.name}` or `make bench` installs it)")
+
+
+def start_or_skip(peer: Peer, notes: list[str], start: Callable[[], ServerProcess]) -> ServerProcess | None:
+    """`start()` an installed peer; if it is not installed or does not start, a note says it is skipped."""
+    if not peer.installed:
+        note = skip_note(peer)
+    else:
+        try:
+            return start()
+        except RuntimeError as exc:
+            print(exc, flush=True)  # with the end of its log
+            note = f"{peer.name} did not start; skipping it: {str(exc).splitlines()[0]}"
+    notes.append(note)
+    print(f"note: {note}", flush=True)
+    return None
 
 
 def start_llama_cpp(model_path: Path, *, threads: int, n_batch: int, n_ctx: int) -> ServerProcess:

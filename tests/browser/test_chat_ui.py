@@ -18,10 +18,9 @@ from errors import QueueFull
 from gradio_ui.chat_app import mount_chat_ui
 from tests.fakes_ui import FakeChatBackend
 from tests.helpers.chat_page import BOT, last_bot_text, set_max_tokens, shot, wait_until
-from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, offline_context, require_chromium, serve_in_thread
+from tests.helpers.browser import launched_chromium, offline_context, require_chromium, serve_in_thread
 
 require_chromium()
-sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 pytestmark = pytest.mark.browser
 
 USER = '#chatbot [data-testid="user"]'
@@ -40,10 +39,8 @@ def chat_server():
 
 @pytest.fixture(scope="module")
 def browser(chat_server):  # depends on the server so that it closes first
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

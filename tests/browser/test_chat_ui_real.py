@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import API_KEY, start_server
 from tests.helpers.chat_page import BOT, CUT_SHORT, last_answer_text, last_bot_text, set_max_tokens, shot
 from tests.helpers.chat_page import wait_until as _wait_until
-from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, offline_context
+from tests.helpers.browser import CHROMIUM, launched_chromium, offline_context
 
 USER = '#chatbot [data-testid="user"]'
 LONG_STORY = (
@@ -106,11 +106,8 @@ def wait_idle(server, timeout: float = SLOW) -> None:
 def browser(server):  # depends on the server so that it closes first
     if not Path(CHROMIUM).exists():
         pytest.skip(f"!!! BROWSER TESTS SKIPPED: {CHROMIUM} is missing (apt-get install -y chromium) !!!")
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -8,10 +8,9 @@ import json
 import httpx
 import pytest
 
-from tests.helpers.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, offline_context, require_chromium
+from tests.helpers.browser import ARTIFACTS, launched_chromium, offline_context, require_chromium
 
 require_chromium()
-sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 pytestmark = pytest.mark.browser
 
 DOCUMENTED = {
@@ -23,10 +22,8 @@ DOCUMENTED = {
 
 @pytest.fixture(scope="module")
 def browser(live_server):
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 def test_openapi_document_describes_every_endpoint(live_server):

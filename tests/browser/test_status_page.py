@@ -15,10 +15,9 @@ from api import observability
 from metrics import Metrics
 from settings import Settings
 from tests.conftest import API_KEY
-from tests.helpers.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, offline_context, require_chromium, serve_in_thread
+from tests.helpers.browser import ARTIFACTS, launched_chromium, offline_context, require_chromium, serve_in_thread
 
 require_chromium()
-sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 pytestmark = pytest.mark.browser
 
 PREFILLED_KEY = 'sk-pre"filled<&>'
@@ -26,10 +25,8 @@ PREFILLED_KEY = 'sk-pre"filled<&>'
 
 @pytest.fixture(scope="module")
 def browser(live_server):  # depends on the server so that it closes first
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 def field(page, name: str) -> str:

@@ -32,6 +32,18 @@ def require_chromium() -> None:
                     allow_module_level=True)
 
 
+@contextmanager
+def launched_chromium() -> Iterator[object]:
+    """Debian's Chromium, headless and offline, driven by Playwright (never a downloaded browser)."""
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 @dataclass
 class PageLog:
     outside: list[str] = field(default_factory=list)  # requests to anything but the server (aborted)

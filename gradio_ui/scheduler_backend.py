@@ -11,7 +11,7 @@ from typing import AsyncIterator
 
 from api import auth
 from gradio_ui.backend import CutShort
-from models.interfaces import GenerationOutcome, SamplingParams
+from models.interfaces import SamplingParams
 
 
 class SchedulerChatBackend:
@@ -44,11 +44,4 @@ class SchedulerChatBackend:
                 if event.text:
                     yield event.text
                 if event.finish is not None and event.finish.finish_reason == "length":
-                    yield self._cut_short(event.finish, max_tokens)
-
-    def _cut_short(self, outcome: GenerationOutcome, max_tokens: int) -> CutShort:
-        if outcome.completion_tokens >= max_tokens:
-            return CutShort("max_tokens", max_tokens)
-        if outcome.prompt_tokens + outcome.completion_tokens >= self.ctx.settings.n_ctx:
-            return CutShort("context")
-        return CutShort("time")  # GENERATION_TIMEOUT_S also ends a generation as "length"
+                    yield CutShort(event.finish.limit, max_tokens)

@@ -45,7 +45,7 @@ class FakeChatEngine:
             produced = 0
             for piece in pieces:
                 if params.max_tokens is not None and produced >= params.max_tokens:
-                    return GenerationOutcome(len(prompt.split()), produced, "length")
+                    return GenerationOutcome(len(prompt.split()), produced, "length", "max_tokens")
                 if self.delay_s:
                     time.sleep(self.delay_s)
                 if isinstance(piece, BaseException):

@@ -60,7 +60,7 @@ class GPT4AllEngine:
 
         lm = self._llmodel
         counts = {"prompt": 0, "completion": 0}
-        state = {"finish": "stop", "overflow": None, "error": None}
+        state = {"finish": "stop", "limit": None, "overflow": None, "error": None}
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         limit = params.max_tokens
 
@@ -83,7 +83,7 @@ class GPT4AllEngine:
                 state["error"] = exc
                 return False
             if counts["prompt"] + counts["completion"] >= self.n_ctx:
-                state["finish"] = "length"  # the window is full; GPT4All would shift context
+                state["finish"], state["limit"] = "length", "context"  # the window is full; GPT4All would shift context
                 return False
             return keep_going
 
@@ -116,8 +116,8 @@ class GPT4AllEngine:
         if state["overflow"] is not None:
             raise self._overflow(counts["prompt"], limit)
         if limit is not None and counts["completion"] >= limit:
-            state["finish"] = "length"
-        return GenerationOutcome(counts["prompt"], counts["completion"], state["finish"])
+            state["finish"], state["limit"] = "length", "max_tokens"
+        return GenerationOutcome(counts["prompt"], counts["completion"], state["finish"], state["limit"])
 
     def _overflow(self, prompt_tokens: int, limit: int | None) -> ContextLengthExceeded:
         if prompt_tokens == 0:  # refused before evaluation: the prompt alone is too long

@@ -34,6 +34,9 @@ class GenerationOutcome:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: FinishReason
+    # With finish_reason "length", the limit reached: "max_tokens", "context" (the window filled)
+    # or "time" (GENERATION_TIMEOUT_S). OpenAI's API has no field for it; the chat page shows it.
+    limit: str | None = None
 
 
 class ChatEngine(Protocol):

@@ -116,8 +116,10 @@ class ModelWorker:
             tail = stop_filter.flush()
             if tail:
                 job.post(tail)
-        if reason and reason[0] in ("stop", "length"):
-            outcome = GenerationOutcome(outcome.prompt_tokens, outcome.completion_tokens, reason[0])
+        if reason and reason[0] == "stop":
+            outcome = GenerationOutcome(outcome.prompt_tokens, outcome.completion_tokens, "stop")
+        elif reason and reason[0] == "length":  # the time limit, not a token limit
+            outcome = GenerationOutcome(outcome.prompt_tokens, outcome.completion_tokens, "length", "time")
         job.finish(outcome)
 
     async def close(self) -> None:

@@ -129,7 +129,7 @@ async def test_outcome_and_timings_are_recorded(make_scheduler):
     loader.engine().enqueue(["Hel", "lo", "!"])
     job = scheduler.submit("a.gguf", "hi", SamplingParams(max_tokens=2))
     assert await collect(job) == "Hello"
-    assert job.outcome.finish_reason == "length"
+    assert job.outcome.finish_reason == "length" and job.outcome.limit == "max_tokens"
     assert job.outcome.completion_tokens == 2
     assert 0 <= job.queue_time <= job.time_to_first_token
     assert job.generation_time >= 0
@@ -304,7 +304,7 @@ async def test_generation_timeout_ends_with_finish_reason_length(make_scheduler)
     started = time.monotonic()
     text = await collect(job)
     assert time.monotonic() - started < 1.5
-    assert job.outcome.finish_reason == "length"
+    assert job.outcome.finish_reason == "length" and job.outcome.limit == "time"
     assert 0 < job.outcome.completion_tokens < 50
     assert text.startswith("t0 t1 ")
     assert engine.stopped_early == ["endless"]

@@ -98,6 +98,15 @@ async def wait_for_thread(event: threading.Event, timeout: float = 5.0) -> None:
     assert await asyncio.to_thread(event.wait, timeout), "engine never reached its first piece"
 
 
+async def occupy(scheduler, loader) -> tuple:
+    """Make the model busy: a job named "running" held inside the engine until engine.release()."""
+    engine = loader.engine()
+    engine.hold()
+    running = scheduler.submit("a.gguf", "running", PARAMS)
+    await wait_for_thread(engine.entered)
+    return engine, running
+
+
 # ---- order and exclusivity -------------------------------------------------------------------
 
 
@@ -150,10 +159,7 @@ async def test_finished_jobs_reach_listeners(make_scheduler):
 async def test_full_queue_is_refused_at_once_with_retry_after(make_scheduler):
     loader = Loader()
     scheduler = await make_scheduler(loader, max_queue=2)
-    engine = loader.engine()
-    engine.hold()
-    running = scheduler.submit("a.gguf", "running", PARAMS)
-    await wait_for_thread(engine.entered)
+    engine, running = await occupy(scheduler, loader)
     waiting = [scheduler.submit("a.gguf", f"waiting {i}", PARAMS) for i in range(2)]
     started = time.monotonic()
     with pytest.raises(QueueFull) as info:
@@ -235,10 +241,7 @@ async def test_cancelling_the_consumer_task_stops_the_engine(make_scheduler):
 async def test_queued_job_whose_consumer_left_is_skipped_and_frees_its_slot_at_once(make_scheduler):
     loader = Loader()
     scheduler = await make_scheduler(loader, max_queue=1)
-    engine = loader.engine()
-    engine.hold()
-    running = scheduler.submit("a.gguf", "running", PARAMS)
-    await wait_for_thread(engine.entered)
+    engine, running = await occupy(scheduler, loader)
     abandoned = scheduler.submit("a.gguf", "abandoned", PARAMS)
     with pytest.raises(QueueFull):
         scheduler.submit("a.gguf", "no room", PARAMS)
@@ -276,10 +279,7 @@ async def test_job_cancelled_before_dispatch_is_never_run(make_scheduler):
 async def test_queue_timeout_is_unavailable_and_the_job_is_skipped(make_scheduler):
     loader = Loader()
     scheduler = await make_scheduler(loader, queue_timeout_s=0.1)
-    engine = loader.engine()
-    engine.hold()
-    running = scheduler.submit("a.gguf", "running", PARAMS)
-    await wait_for_thread(engine.entered)
+    engine, running = await occupy(scheduler, loader)
     late = scheduler.submit("a.gguf", "late", PARAMS)
     started = time.monotonic()
     with pytest.raises(Unavailable) as info:
@@ -456,10 +456,7 @@ async def test_retry_after_grows_with_the_queue_and_typical_generation_time(make
     loader = Loader()
     scheduler = await make_scheduler(loader, max_queue=4)
     scheduler._recent_seconds = [2.0, 2.0, 2.0]
-    engine = loader.engine()
-    engine.hold()
-    scheduler.submit("a.gguf", "running", PARAMS)
-    await wait_for_thread(engine.entered)
+    engine, _ = await occupy(scheduler, loader)
     for i in range(4):
         scheduler.submit("a.gguf", f"w{i}", PARAMS)
     with pytest.raises(QueueFull) as info:

@@ -65,6 +65,31 @@ def create_app(
     mount_ui: bool = True,
 ) -> Sanic:
     app = Sanic(name)
+    _configure(app, settings)
+    _build_context(app.ctx, settings, chat_engine_factory, embedding_engine_factory)
+    api_errors.install(app)
+    app.blueprint(system.bp)
+    app.blueprint(completions.bp)
+    app.blueprint(embeddings.bp)
+    app.blueprint(training.bp)
+    observability.install(app)  # /metrics, /status, request counting, scheduler listeners
+    docs.install(app)  # /openapi.json, /docs, /redoc (offline)
+    if mount_ui:
+        from gradio_ui.chat_app import mount_chat_ui  # Gradio takes seconds to import
+        from gradio_ui.scheduler_backend import SchedulerChatBackend
+
+        mount_chat_ui(app, SchedulerChatBackend(app.ctx), default_api_key=settings.default_api_key)
+
+    @app.on_request(priority=100)
+    async def require_api_key(request: Request) -> None:
+        if auth.is_protected(request.path) and not _is_cors_preflight(request, settings):
+            auth.check_key(settings.api_keys, settings.require_api_key, auth.bearer_token(request.headers.get("authorization")))
+
+    _install_lifecycle(app, settings)
+    return app
+
+
+def _configure(app: Sanic, settings: Settings) -> None:
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
     app.config.RESPONSE_TIMEOUT = settings.queue_timeout_s + settings.generation_timeout_s + 30
     app.config.FALLBACK_ERROR_FORMAT = "json"
@@ -72,21 +97,26 @@ def create_app(
     # CORS is off unless CORS_ORIGINS names origins (sanic-ext would otherwise answer every origin).
     app.config.CORS = bool(settings.cors_origins)
     app.config.CORS_ORIGINS = ",".join(settings.cors_origins)
+    # Sanic closes the listener and waits for open connections (GRACEFUL_SHUTDOWN_TIMEOUT) only after the
+    # before_server_stop listeners return; so the drain runs meanwhile, and its deadline leaves time to flush.
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_grace_s + SHUTDOWN_FLUSH_S
 
+
+def _build_context(ctx, settings: Settings, chat_engine_factory: ChatEngineFactory | None,
+                   embedding_engine_factory: Callable[[], object] | None) -> None:
+    """Everything the routes reach through `app.ctx`: settings, registry, scheduler, services, store, metrics."""
     registry = ModelRegistry(settings.models_dir, settings.model_name)
-    scheduler = GenerationScheduler(
+    ctx.settings = settings
+    ctx.registry = registry
+    ctx.scheduler = GenerationScheduler(
         chat_engine_factory or gpt4all_factory(settings, registry),
         max_queue=settings.max_queue,
         max_loaded=settings.max_loaded_models,
         queue_timeout_s=settings.queue_timeout_s,
         generation_timeout_s=settings.generation_timeout_s,
     )
-    ctx = app.ctx
-    ctx.settings = settings
-    ctx.registry = registry
-    ctx.scheduler = scheduler
     ctx.generation = GenerationService(
-        scheduler, registry, embedding_model=settings.embedding_model, max_n=settings.max_n, max_prompts=settings.max_prompts
+        ctx.scheduler, registry, embedding_model=settings.embedding_model, max_n=settings.max_n, max_prompts=settings.max_prompts
     )
     ctx.embeddings = EmbeddingService(
         settings.embedding_model,
@@ -99,43 +129,27 @@ def create_app(
     ctx.default_model = None
     ctx.startup_error = None
     ctx.draining = None
-    # Sanic closes the listener and waits for open connections (GRACEFUL_SHUTDOWN_TIMEOUT) only after the
-    # before_server_stop listeners return; so the drain runs meanwhile, and its deadline leaves time to flush.
-    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_grace_s + SHUTDOWN_FLUSH_S
     ctx.metrics = Metrics()  # one registry per app; observability.install subscribes it
 
-    api_errors.install(app)
-    app.blueprint(system.bp)
-    app.blueprint(completions.bp)
-    app.blueprint(embeddings.bp)
-    app.blueprint(training.bp)
-    observability.install(app)  # /metrics, /status, request counting, scheduler listeners
-    docs.install(app)  # /openapi.json, /docs, /redoc (offline)
-    if mount_ui:
-        from gradio_ui.chat_app import mount_chat_ui  # Gradio takes seconds to import
-        from gradio_ui.scheduler_backend import SchedulerChatBackend
 
-        mount_chat_ui(app, SchedulerChatBackend(ctx), default_api_key=settings.default_api_key)
-
-    @app.on_request(priority=100)
-    async def require_api_key(request: Request) -> None:
-        if auth.is_protected(request.path) and not _is_cors_preflight(request, settings):
-            auth.check_key(settings.api_keys, settings.require_api_key, auth.bearer_token(request.headers.get("authorization")))
+def _install_lifecycle(app: Sanic, settings: Settings) -> None:
+    """Start-up loads the default model in the background; shutdown drains, then frees the engines."""
+    ctx = app.ctx
 
     @app.before_server_start
     async def start_generation(app: Sanic) -> None:
         try:
-            ctx.default_model = registry.default().id
+            ctx.default_model = ctx.registry.default().id
         except ModelRegistryError as exc:
             ctx.startup_error = str(exc)
             log.error("no default chat model: %s", exc)
-        await scheduler.start(preload=ctx.default_model)
+        await ctx.scheduler.start(preload=ctx.default_model)
         await ctx.embeddings.start()
 
     @app.before_server_stop
     async def stop_generation(app: Sanic) -> None:
         # Refuses new jobs and answers waiting ones at once; running ones get the grace, then an error event.
-        ctx.draining = asyncio.get_running_loop().create_task(scheduler.close(grace_s=settings.shutdown_grace_s))
+        ctx.draining = asyncio.get_running_loop().create_task(ctx.scheduler.close(grace_s=settings.shutdown_grace_s))
         await asyncio.sleep(0)
 
     @app.on_response
@@ -148,8 +162,6 @@ def create_app(
         if ctx.draining is not None:
             await ctx.draining
         await ctx.embeddings.stop()
-
-    return app
 
 
 def _is_cors_preflight(request: Request, settings: Settings) -> bool:

@@ -10,6 +10,7 @@ and its assets are public, and the page asks for the key itself.
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import time
@@ -74,10 +75,15 @@ async def metrics(request: Request) -> HTTPResponse:
 
 @bp.get("/status")
 async def status_page(request: Request) -> HTTPResponse:
-    page = (STATIC / "status.html").read_text(encoding="utf-8")
+    page = _status_template()
     key = request.app.ctx.settings.default_api_key  # pre-fills the key field only when set explicitly
     page = page.replace("{{DEFAULT_API_KEY}}", html.escape(key, quote=True))
     return HTTPResponse(page, headers=PAGE_HEADERS, content_type="text/html; charset=utf-8")
+
+
+@functools.cache
+def _status_template() -> str:
+    return (STATIC / "status.html").read_text(encoding="utf-8")
 
 
 @bp.get("/status/assets/<name:str>")

@@ -27,6 +27,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the project's packages (models, settings...) for any working directory
     sys.path.insert(0, str(ROOT))
+
+from metrics.window import percentile as metrics_percentile  # noqa: E402 - after the path is set
+
 RESULTS_DIR = ROOT / "bench" / "results"
 BENCH_API_KEY = "sk-bench-key"
 
@@ -181,16 +184,9 @@ def start_our_server(env: dict[str, str] | None = None, *, api_key: str = BENCH_
 
 
 def percentile(values: Iterable[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100), as numpy's default; NaN for no values."""
-    data = sorted(values)
-    if not data:
-        return math.nan
-    if len(data) == 1:
-        return data[0]
-    rank = (len(data) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(data) - 1)
-    return data[low] + (data[high] - data[low]) * (rank - low)
+    """The server's own percentile (linear interpolation, as numpy's default); NaN for no values."""
+    value = metrics_percentile(list(values), q)
+    return math.nan if value is None else value
 
 
 def median(values: Iterable[float]) -> float:

@@ -28,6 +28,10 @@ file whose last line is torn, a newline is written first so the new records stay
 
 Concurrency: one asyncio lock per dataset serializes all file work on it (done in a thread
 with asyncio.to_thread). The store assumes it is the only process writing its root.
+
+Speed: an ingest does not re-read the file. The store keeps each dataset's ids and size in
+memory after reading it once, and reads it whole again only to replace records (an upsert of a
+stored id, which rewrites the file anyway) or when the file changed behind its back.
 """
 
 from __future__ import annotations
@@ -205,19 +209,55 @@ def _prepare(examples: list, embeddings: list | None) -> list[dict]:
     return records
 
 
-def _ingest_sync(path: Path, records: list[dict], upsert: bool) -> dict:
-    snap = _load(path) or _Snapshot()
-    on_disk = {r["id"]: i for i, r in enumerate(snap.records) if r is not None}
+@dataclass
+class _Index:
+    """What an ingest needs to know of a dataset without reading it again: its ids and valid count.
+
+    Kept per dataset between ingests and checked against the file's (inode, size, mtime); any
+    other change to the file makes the next ingest read it whole again."""
+
+    stamp: tuple[int, int, int] | None  # of the file it describes; None: no file
+    ids: set[str] = field(default_factory=set)
+    size: int = 0  # valid records
+    torn_tail: bool = False
+
+    @classmethod
+    def of(cls, path: Path) -> "_Index":
+        stamp = _stamp(path)
+        snap = _load(path) or _Snapshot()
+        return cls(stamp, {r["id"] for r in snap.valid}, len(snap.valid), snap.torn_tail)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _ingest_sync(path: Path, records: list[dict], upsert: bool, index: _Index | None) -> tuple[dict, _Index]:
+    """Store `records`; the file is read whole only to index it once, or to replace stored records."""
+    if index is None or index.stamp != _stamp(path):
+        index = _Index.of(path)
+    snap: _Snapshot | None = None  # the whole file, read only when an upsert meets a stored id
+    on_disk: dict[str, int] = {}
     replaced: dict[int, dict] = {}
     added: list[dict] = []
     added_at: dict[str, int] = {}
     counts = {"inserted": 0, "updated": 0, "skipped": 0}
     for record in records:
         key = record["id"]
-        if key in added_at or key in on_disk:
+        if key in added_at or key in index.ids:
+            if not upsert:
+                counts["skipped"] += 1
+                continue
             in_request = key in added_at
+            if not in_request and snap is None:
+                snap = _load(path) or _Snapshot()
+                on_disk = {r["id"]: i for i, r in enumerate(snap.records) if r is not None}
             stored = added[added_at[key]] if in_request else replaced.get(on_disk[key], snap.records[on_disk[key]])
-            if not upsert or _same(stored, record):
+            if _same(stored, record):
                 counts["skipped"] += 1
                 continue
             if in_request:
@@ -233,9 +273,14 @@ def _ingest_sync(path: Path, records: list[dict], upsert: bool) -> dict:
         lines = [_dumps(replaced[i]) if i in replaced else raw for i, raw in enumerate(snap.lines)]
         _replace(path, b"".join(line + b"\n" for line in lines + [_dumps(r) for r in added]))
     elif added:
-        prefix = b"\n" if snap.torn_tail else b""  # keep a torn line apart from the new ones
+        prefix = b"\n" if index.torn_tail else b""  # keep a torn line apart from the new ones
         _append(path, prefix + b"".join(_dumps(r) + b"\n" for r in added))
-    return {**counts, "size": len(snap.valid) + len(added)}
+    if replaced or added:  # every line now ends with a newline
+        index.ids.update(added_at)
+        index.size += len(added)
+        index.torn_tail = False
+        index.stamp = _stamp(path)
+    return {**counts, "size": index.size}, index
 
 
 def _summary(name: str, path: Path) -> dict | None:
@@ -259,6 +304,7 @@ class TrainingStore:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._locks: dict[str, asyncio.Lock] = {}
+        self._indexes: dict[str, _Index] = {}  # per dataset, so that an ingest need not re-read the file
 
     @classmethod
     def from_settings(cls, settings) -> "TrainingStore":
@@ -283,8 +329,11 @@ class TrainingStore:
         async with self._lock(dataset):
             try:
                 await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
-                return await asyncio.to_thread(_ingest_sync, path, records, upsert)
+                result, self._indexes[dataset] = await asyncio.to_thread(
+                    _ingest_sync, path, records, upsert, self._indexes.get(dataset))
+                return result
             except OSError as exc:
+                self._indexes.pop(dataset, None)  # the file may be half-changed: read it again next time
                 raise ServerError(f"cannot write dataset {dataset!r}: {exc.strerror or exc}") from None
 
     async def list_datasets(self) -> list[dict]:
@@ -322,6 +371,7 @@ class TrainingStore:
     async def delete(self, dataset: str) -> None:
         path = self.path_for(dataset)
         async with self._lock(dataset):
+            self._indexes.pop(dataset, None)
             try:
                 await asyncio.to_thread(path.unlink)
             except FileNotFoundError:

@@ -68,6 +68,32 @@ async def test_upsert_counts_and_stable_ids(tmp_path):
 
 
 @pytest.mark.asyncio
+async def test_ingest_reads_the_file_once_unless_it_changes_or_an_upsert_replaces(tmp_path, monkeypatch):
+    import data.training_store as training_store
+
+    reads = []
+    real_load = training_store._load
+    monkeypatch.setattr(training_store, "_load", lambda path: reads.append(path) or real_load(path))
+    store = TrainingStore(tmp_path)
+    await store.ingest("faq", [ex("a")])
+    for prompt in ("b", "c", "a"):
+        await store.ingest("faq", [ex(prompt)])
+    assert len(reads) == 1  # indexed once (no file yet); appends and skips need no reading
+
+    with (tmp_path / "faq.jsonl").open("ab") as f:  # changed behind the store's back
+        f.write(orjson.dumps({"id": example_id("z"), "prompt": "z", "response": "r"}) + b"\n")
+    assert await store.ingest("faq", [ex("z"), ex("d")]) == {"inserted": 1, "updated": 0, "skipped": 1, "size": 5}
+    assert len(reads) == 2
+
+    assert await store.ingest("faq", [ex("a", "new answer")], upsert=True) == \
+        {"inserted": 0, "updated": 1, "skipped": 0, "size": 5}
+    assert len(reads) == 3  # the stored record is needed to replace it
+    assert [r["response"] for r in lines_of(tmp_path / "faq.jsonl")][0] == "new answer"
+    await store.delete("faq")
+    assert await store.ingest("faq", [ex("a")]) == {"inserted": 1, "updated": 0, "skipped": 0, "size": 1}
+
+
+@pytest.mark.asyncio
 async def test_embeddings_are_stored_and_listed(tmp_path):
     store = TrainingStore(tmp_path)
     assert await store.list_datasets() == []
@@ -210,7 +236,10 @@ async def test_kill_9_mid_ingest_keeps_every_acknowledged_example(tmp_path, seed
     store = TrainingStore(tmp_path)
     page = await store.read("crash", limit=1000)
     assert page["corrupt_lines"] in ([], [len(raw)])  # at most a torn last line, and it is reported
-    ids = {r["id"] for r in page["data"]}
+    records = page["data"]
+    while len(records) < page["total"]:  # a fast machine acknowledges more than one page before the kill
+        records += (await store.read("crash", offset=len(records), limit=1000))["data"]
+    ids = {r["id"] for r in records}
     assert {f"b{b}-e{j}" for b in acks for j in range(PER_BATCH)} <= ids
     assert len(ids) == page["total"]  # still one record per id
     assert [d["name"] for d in await store.list_datasets()] == ["crash"]  # a leftover .tmp is not a dataset

@@ -25,6 +25,7 @@ from bench.common import ROOT, add_common_arguments, machine_info
 BENCHMARKS = {
     "generation": "bench.generation",
     "embeddings": "bench.embeddings",
+    "training": "bench.training",
 }
 
 

@@ -58,3 +58,11 @@ def test_embedding_benchmark_prints_ratios_against_raw_encode(tmp_path):
     assert "vectors differ from raw encode by at most" in out
     differences = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if "vectors differ" in line]
     assert differences and max(differences) < 1e-4, out
+
+
+def test_training_benchmark_shows_ingest_time_independent_of_dataset_size(tmp_path):
+    out, rows = _bench(tmp_path, "bench/training.py", "--quick", "--runs", "3")
+    assert [r["examples"] for r in rows] == [200, 2000]
+    for row in rows:
+        assert row["raw_append_ms"] > 0 and row["ingest_ms"] > 0 and row["ratio_vs_raw"] > 0, row
+    assert "| dataset examples" in out

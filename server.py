@@ -24,7 +24,7 @@ from api.generation import GenerationService
 from api.protocol import ModelCard
 from data.training_store import TrainingStore
 from metrics import Metrics
-from models.interfaces import ChatEngine
+from models.interfaces import ChatEngine, PrefixCache
 from models.registry import ModelRegistry, ModelRegistryError
 from scheduler.embedding_batcher import EmbeddingBatcher
 from scheduler.embedding_service import EmbeddingService
@@ -44,7 +44,14 @@ def gpt4all_factory(settings: Settings, registry: ModelRegistry) -> ChatEngineFa
         model = registry.get(model_id)
         registry.chat_format(model)  # reads and checks the metadata before native code sees the file
         return GPT4AllEngine(
-            model.path, n_ctx=settings.n_ctx, n_threads=settings.threads, n_batch=settings.n_batch, device=settings.device
+            model.path,
+            n_ctx=settings.n_ctx,
+            n_threads=settings.threads,
+            n_batch=settings.n_batch,
+            device=settings.device,
+            prefix_cache=PrefixCache(
+                settings.prefix_cache, settings.prefix_cache_slots, settings.prefix_cache_mb, settings.prefix_cache_share
+            ),
         )
 
     return load

@@ -57,6 +57,20 @@ class Settings(BaseModel):
         10.0, ge=0, description="On SIGTERM, running generations get this long to finish; then they end with an error event."
     )
 
+    # Prefix cache (KV cache kept between requests)
+    prefix_cache: bool = Field(
+        True, description="Keep each model's KV cache between requests and evaluate only what follows the shared prefix."
+    )
+    prefix_cache_slots: int = Field(
+        4, ge=1, le=64, description="Contexts kept per model (one GPT4All instance each): conversations that keep their cache."
+    )
+    prefix_cache_mb: int = Field(
+        1024, ge=0, description="Bound on all contexts' KV caches together (each sized for `N_CTX`); at least one context always exists."
+    )
+    prefix_cache_share: bool = Field(
+        False, description="Let one API key reuse another key's cached prefix. Unsafe with untrusted keys: a cache hit is timeable."
+    )
+
     # Embeddings
     embedding_model: str = Field(
         "all-MiniLM-L6-v2", description="`all-MiniLM-L6-v2` (embedded) or a local sentence-transformers folder."

@@ -6,6 +6,7 @@ logged. With REQUIRE_API_KEY=false every request passes.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 from errors import AuthenticationFailed
@@ -37,3 +38,8 @@ def bearer_token(authorization: str | None) -> str | None:
 
 def is_protected(path: str) -> bool:
     return path == "/metrics" or any(path.startswith(p) for p in PROTECTED_PREFIXES) or path == "/v1"
+
+
+def cache_scope(presented: str | None) -> str:
+    """Whose cached prompt prefixes a request may reuse: its key, hashed (never kept in clear)."""
+    return hashlib.sha256(presented.encode()).hexdigest()[:32] if presented else ""

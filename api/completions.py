@@ -13,6 +13,7 @@ from typing import AsyncIterator, Callable
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
+from api import auth
 from api.generation import ChoiceEvent, GenerationService
 from api.http import DONE, SSE_HEADERS, json_response, parse_body, sse_data, sse_error, timing_headers
 from api.protocol import (
@@ -40,6 +41,10 @@ def _service(request: Request) -> GenerationService:
     return request.app.ctx.generation
 
 
+def _scope(request: Request) -> str:
+    return auth.cache_scope(auth.bearer_token(request.headers.get("authorization")))
+
+
 @bp.get("/models")
 async def list_models(request: Request) -> HTTPResponse:
     cards = [ModelCard(id=m.id, created=m.created) for m in _service(request).registry.list()]
@@ -53,7 +58,7 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
     service = _service(request)
     model = service.resolve_model(body.model)
     prompt = await service.chat_prompt(model, body.plain_messages())
-    jobs = service.submit(model, [prompt], body.to_sampling_params(body.token_limit), body.n)
+    jobs = service.submit(model, [prompt], body.to_sampling_params(body.token_limit), body.n, scope=_scope(request))
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
         def chunk(choices: list[ChatChunkChoice], usage: UsageInfo | None = None) -> ChatCompletionChunk:
@@ -100,7 +105,7 @@ async def _completions(request: Request) -> HTTPResponse | None:
     service = _service(request)
     model = service.resolve_model(body.model)
     prompts = body.prompts
-    jobs = service.submit(model, prompts, body.to_sampling_params(body.max_tokens), body.n)
+    jobs = service.submit(model, prompts, body.to_sampling_params(body.max_tokens), body.n, scope=_scope(request))
     completion_id = f"cmpl-{uuid.uuid4().hex}"
 
     def echoed(index: int) -> str:
@@ -136,11 +141,14 @@ async def _completions(request: Request) -> HTTPResponse | None:
 def _usage(jobs: list[GenerationJob], n: int) -> UsageInfo:
     """Exact usage of finished jobs; the n choices of one prompt (consecutive jobs) count it once, as OpenAI does.
 
-    A prompt given twice in a list is two prompts and counts twice."""
+    A prompt given twice in a list is two prompts and counts twice. `cached_tokens` is that counted
+    evaluation's own (choices 2..n reuse the prompt too, which /metrics counts)."""
     usage = UsageInfo()
     for index, job in enumerate(jobs):
         if job.outcome is not None:
-            usage.add(job.outcome.prompt_tokens if index % n == 0 else 0, job.outcome.completion_tokens)
+            first = index % n == 0
+            usage.add(job.outcome.prompt_tokens if first else 0, job.outcome.completion_tokens,
+                      job.outcome.cached_tokens if first else 0)
     return usage
 
 

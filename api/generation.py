@@ -62,7 +62,10 @@ class GenerationService:
         except ChatTemplateError as exc:
             raise InvalidRequest(f"the model's chat template refused the messages: {exc}", param="messages") from None
 
-    def submit(self, model: ModelFile, prompts: list[str], params: SamplingParams, n: int, *, origin: str = "api") -> list[GenerationJob]:
+    def submit(
+        self, model: ModelFile, prompts: list[str], params: SamplingParams, n: int, *, origin: str = "api", scope: str = ""
+    ) -> list[GenerationJob]:
+        """One job per choice; `scope` (the caller's key, hashed) bounds whose cached prefixes they reuse."""
         if n > self.max_n:
             raise InvalidRequest(f"n must be at most {self.max_n} (MAX_N)", param="n")
         if len(prompts) > self.max_prompts:
@@ -73,7 +76,7 @@ class GenerationService:
         try:
             for prompt in prompts:
                 for _ in range(n):
-                    jobs.append(self.scheduler.submit(model.id, prompt, params, origin=origin))
+                    jobs.append(self.scheduler.submit(model.id, prompt, params, origin=origin, scope=scope))
         except ServerError:
             for job in jobs:
                 job.cancel("rejected")

@@ -221,15 +221,21 @@ class CompletionRequest(SamplingRequest):
 # ---- responses -----------------------------------------------------------------------------
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = Field(0, description="Prompt tokens reused from a cached context instead of evaluated.")
+
+
 class UsageInfo(BaseModel):
-    prompt_tokens: int = 0
+    prompt_tokens: int = Field(0, description="The whole prompt, cached part included, as OpenAI counts it.")
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails = Field(default_factory=PromptTokensDetails)
 
-    def add(self, prompt_tokens: int, completion_tokens: int) -> None:
+    def add(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> None:
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
         self.total_tokens = self.prompt_tokens + self.completion_tokens
+        self.prompt_tokens_details.cached_tokens += cached_tokens
 
 
 class AssistantMessage(BaseModel):

@@ -36,7 +36,7 @@ class SchedulerChatBackend:
         chosen = service.resolve_model(model or None)
         prompt = await service.chat_prompt(chosen, messages)
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature)
-        jobs = service.submit(chosen, [prompt], params, 1, origin="ui")
+        jobs = service.submit(chosen, [prompt], params, 1, origin="ui", scope=auth.cache_scope(api_key or None))
         # Closed explicitly (not left to the garbage collector) when the UI stops reading early, so
         # that `events` cancels the job at once.
         async with aclosing(service.events(jobs)) as events:

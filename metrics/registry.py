@@ -52,7 +52,10 @@ class Metrics:
         self.request_seconds = Histogram(_name("request_duration_seconds"), "Time to the response head (streams: to the first byte).",
                                          ["endpoint", "method"], buckets=LATENCY_BUCKETS, registry=r)
         # Generation
-        self.prompt_tokens = Counter(_name("prompt_tokens"), "Prompt tokens evaluated, by model.", ["model"], registry=r)
+        self.prompt_tokens = Counter(_name("prompt_tokens"), "Prompt tokens, cached part included (as usage counts them), by model.",
+                                     ["model"], registry=r)
+        self.cached_prompt_tokens = Counter(_name("prompt_tokens_cached"), "Prompt tokens reused from a cached context, not evaluated, by model.",
+                                            ["model"], registry=r)
         self.completion_tokens = Counter(_name("completion_tokens"), "Tokens generated, by model.", ["model"], registry=r)
         self.generations = Counter(_name("generations"), "Generation jobs run, by model, origin (api/ui) and outcome.",
                                    ["model", "origin", "outcome"], registry=r)
@@ -113,6 +116,7 @@ class Metrics:
         rate = None
         if outcome is not None:
             self.prompt_tokens.labels(job.model).inc(outcome.prompt_tokens)
+            self.cached_prompt_tokens.labels(job.model).inc(outcome.cached_tokens)
             self.completion_tokens.labels(job.model).inc(outcome.completion_tokens)
             if job.generation_time and outcome.completion_tokens:
                 rate = outcome.completion_tokens / job.generation_time

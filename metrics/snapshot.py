@@ -73,15 +73,16 @@ def _requests(m: Metrics) -> dict[str, Any]:
 
 
 def _tokens(m: Metrics) -> dict[str, Any]:
-    by_model: dict[str, dict[str, int]] = defaultdict(lambda: {"prompt": 0, "completion": 0})
-    for kind, counter in (("prompt", m.prompt_tokens), ("completion", m.completion_tokens)):
+    """Prompt tokens split into cached (reused) and evaluated; the hit ratio is cached / prompt."""
+    by_model: dict[str, dict[str, Any]] = defaultdict(lambda: {"prompt": 0, "prompt_cached": 0, "completion": 0})
+    for kind, counter in (("prompt", m.prompt_tokens), ("prompt_cached", m.cached_prompt_tokens), ("completion", m.completion_tokens)):
         for labels, value in _samples(counter):
             by_model[labels["model"]][kind] = _count(value)
-    return {
-        "prompt": sum(v["prompt"] for v in by_model.values()),
-        "completion": sum(v["completion"] for v in by_model.values()),
-        "by_model": dict(by_model),
-    }
+    totals = {kind: sum(v[kind] for v in by_model.values()) for kind in ("prompt", "prompt_cached", "completion")}
+    for entry in [*by_model.values(), totals]:
+        entry["prompt_evaluated"] = entry["prompt"] - entry["prompt_cached"]
+        entry["cache_hit_ratio"] = round(entry["prompt_cached"] / entry["prompt"], 4) if entry["prompt"] else 0.0
+    return {**totals, "by_model": dict(by_model)}
 
 
 def _models(m: Metrics) -> dict[str, dict[str, Any]]:

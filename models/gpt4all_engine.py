@@ -15,58 +15,83 @@ import contextlib
 import ctypes
 import os
 import sys
+import logging
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 from errors import ContextLengthExceeded, ModelLoadFailed
-from models.interfaces import GenerationOutcome, SamplingParams
+from models import llama_tokenizer
+from models.interfaces import GenerationOutcome, PrefixCache, SamplingParams
+from models.llama_tokenizer import LlamaTokenizer
+from models.prefix_cache import CachedContext, Cut, choose_context, plan_cut
+from models.registry import kv_bytes_per_token
+
+log = logging.getLogger("models.gpt4all")
 
 GGUF_MAGIC = b"GGUF"
 
 
 class GPT4AllEngine:
-    def __init__(self, path: Path, *, n_ctx: int, n_threads: int, n_batch: int, device: str = "cpu"):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        n_ctx: int,
+        n_threads: int,
+        n_batch: int,
+        device: str = "cpu",
+        prefix_cache: PrefixCache = PrefixCache(enabled=False),
+    ):
         os.environ.setdefault("GPT4ALL_NO_UPDATE_CHECK", "1")
-        from gpt4all import GPT4All
-
         path = Path(path)
         _check_header(path)
-        failure: Exception | None = None
-        with _native_stderr() as native_log:
-            try:
-                model = GPT4All(
-                    path.name,
-                    model_path=str(path.parent),
-                    allow_download=False,
-                    n_threads=n_threads,
-                    n_ctx=n_ctx,
-                    device=device,
-                    verbose=False,
-                )
-            except Exception as exc:
-                failure = exc
-        if failure is not None:
-            raise ModelLoadFailed(f"could not load {path.name}: {_load_reason(native_log, failure)}") from None
         self.name = path.name
         self.n_ctx = n_ctx
         self.n_batch = n_batch
-        self._llmodel = model.model  # the low-level LLModel
-        self._gpt4all = model
+        self._open = lambda: _load(path, n_ctx=n_ctx, n_threads=n_threads, device=device)
+        self._contexts = [_Context(CachedContext(0), self._open())]
+        self._tokenizer: LlamaTokenizer | None = None
+        self.max_contexts = 1
+        self.share = prefix_cache.share
+        if prefix_cache.enabled:
+            self._tokenizer = llama_tokenizer.load(path)
+            per_context = kv_bytes_per_token(path) * n_ctx
+            fitting = prefix_cache.max_mb * 2**20 // per_context if per_context else prefix_cache.slots
+            self.max_contexts = max(1, min(prefix_cache.slots, fitting))
 
-    def generate(self, prompt: str, params: SamplingParams, on_text: Callable[[str], bool]) -> GenerationOutcome:
+    @property
+    def contexts(self) -> list[CachedContext]:
+        """What each open context holds (for tests and /metrics)."""
+        return [c.cache for c in self._contexts]
+
+    def generate(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        on_text: Callable[[str], bool],
+        *,
+        scope: str | None = None,
+        keep_going: Callable[[], bool] | None = None,
+    ) -> GenerationOutcome:
         from gpt4all._pyllmodel import PromptCallback, ResponseCallback, llmodel
 
-        lm = self._llmodel
-        counts = {"prompt": 0, "completion": 0}
+        text = prompt.encode("utf-8")
+        full = self._tokenizer.tokenize(text, at_start=True, insert_space=True) if self._tokenizer else None
+        limit = params.max_tokens
+        if full is not None:
+            self._check_fits(len(full), limit)
+        context, cut = self._choose(full, text, scope)
+        lm = context.llmodel
+        counts = {"prompt": cut.keep, "completion": 0}
         state = {"finish": "stop", "limit": None, "overflow": None, "error": None}
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        limit = params.max_tokens
 
         def on_prompt_token(_token_id: int) -> bool:
             counts["prompt"] += 1
-            return True
+            return keep_going is None or keep_going()
 
         def on_response_token(token_id: int, piece: bytes) -> bool:
             if token_id == -1:  # GPT4All reports a prompt over the window this way
@@ -77,15 +102,15 @@ class GPT4AllEngine:
                 return False
             counts["completion"] += 1
             try:
-                text = decoder.decode(piece)
-                keep_going = on_text(text) if text else True
+                decoded = decoder.decode(piece)
+                going = on_text(decoded) if decoded else True
             except BaseException as exc:  # never let an exception unwind through C frames
                 state["error"] = exc
                 return False
             if counts["prompt"] + counts["completion"] >= self.n_ctx:
                 state["finish"], state["limit"] = "length", "context"  # the window is full; GPT4All would shift context
                 return False
-            return keep_going
+            return going
 
         lm._set_context(
             n_predict=limit if limit is not None else self.n_ctx,
@@ -98,31 +123,71 @@ class GPT4AllEngine:
             repeat_last_n=params.repeat_last_n,
             reset_context=True,
         )
-        llmodel.llmodel_prompt(
-            lm.model,
-            ctypes.c_char_p(prompt.encode("utf-8")),
-            # "%1%2", not "%1": with one placeholder GPT4All decodes a "\n\n" assistant suffix after the
-            # reply, which calls the prompt callback again (usage off by one) and costs an extra eval.
-            ctypes.c_char_p(b"%1%2"),
-            PromptCallback(on_prompt_token),
-            ResponseCallback(on_response_token),
-            True,
-            lm.context,
-            True,
-            ctypes.c_char_p(),
-        )
+        lm.context.n_past = cut.keep  # GPT4All keeps the first `keep` tokens and evaluates after them
+        try:
+            llmodel.llmodel_prompt(
+                lm.model,
+                ctypes.c_char_p(text[cut.offset :]),
+                # "%1%2", not "%1": with one placeholder GPT4All decodes a "\n\n" assistant suffix after the
+                # reply, which calls the prompt callback again (usage off by one) and costs an extra eval.
+                ctypes.c_char_p(b"%1%2"),
+                PromptCallback(on_prompt_token),
+                ResponseCallback(on_response_token),
+                True,
+                lm.context,
+                True,
+                ctypes.c_char_p(),
+            )
+        finally:
+            self._remember(context, full, scope)
         if state["error"] is not None:
             raise state["error"]
         if state["overflow"] is not None:
             raise self._overflow(counts["prompt"], limit)
         if limit is not None and counts["completion"] >= limit:
             state["finish"], state["limit"] = "length", "max_tokens"
-        return GenerationOutcome(counts["prompt"], counts["completion"], state["finish"], state["limit"])
+        prompt_tokens = len(full) if full is not None else counts["prompt"]
+        return GenerationOutcome(prompt_tokens, counts["completion"], state["finish"], state["limit"], cut.keep)
 
-    def _overflow(self, prompt_tokens: int, limit: int | None) -> ContextLengthExceeded:
-        if prompt_tokens == 0:  # refused before evaluation: the prompt alone is too long
+    def _choose(self, full: list[int] | None, text: bytes, scope: str | None) -> tuple["_Context", Cut]:
+        """The context to run in, and how much of it to keep (see models/prefix_cache.py)."""
+        if full is None:
+            return self._contexts[0], Cut(0, 0)
+        cache, _shared = choose_context(
+            self.contexts, full, None if self.share else scope, can_open=len(self._contexts) < self.max_contexts
+        )
+        if cache is None:
+            self._contexts.append(_Context(CachedContext(len(self._contexts)), self._open()))
+            return self._contexts[-1], Cut(0, 0)
+        context = self._contexts[cache.index]
+        readable = self.share or cache.scope in (None, scope)
+        return context, plan_cut(cache.tokens, full, text, self._tokenizer) if readable else Cut(0, 0)
+
+    def _remember(self, context: "_Context", full: list[int] | None, scope: str | None) -> None:
+        """Record what the KV cache holds now, and check our tokenizer against what GPT4All evaluated."""
+        ctx = context.llmodel.context
+        held = min(ctx.n_past, ctx.tokens_size)
+        tokens = list(ctx.tokens[:held]) if held else []
+        cache = context.cache
+        cache.tokens, cache.scope, cache.last_used = tokens, scope, time.monotonic()
+        cache.prompt_tokens = len(full) if full is not None else held
+        if full is not None and len(tokens) >= len(full) and tokens[: len(full)] != full:
+            log.error("llama.cpp's tokenizer disagrees with GPT4All's evaluation of %s; prefix reuse is off", self.name)
+            self._tokenizer = None
+            for other in self._contexts:
+                other.cache.tokens, other.cache.scope = [], None
+
+    def _check_fits(self, prompt_tokens: int, limit: int | None) -> None:
+        """Refuse, before any evaluation, what the window cannot hold (GPT4All needs 4 tokens of room)."""
+        if prompt_tokens > self.n_ctx - 4 or (limit is not None and prompt_tokens + limit > self.n_ctx):
+            raise self._overflow(prompt_tokens, limit, counted=True)
+
+    def _overflow(self, prompt_tokens: int, limit: int | None, *, counted: bool = False) -> ContextLengthExceeded:
+        if limit is None or prompt_tokens == 0 or (counted and prompt_tokens > self.n_ctx - 4):
+            # refused before evaluation: the prompt alone is too long
+            detail = f" (the prompt has {prompt_tokens} tokens)" if counted else ""
             return ContextLengthExceeded(
-                f"This model's maximum context length is {self.n_ctx} tokens, and the prompt alone exceeds it. "
+                f"This model's maximum context length is {self.n_ctx} tokens, and the prompt alone exceeds it{detail}. "
                 "Shorten the messages or the prompt.",
                 param="messages",
             )
@@ -134,7 +199,41 @@ class GPT4AllEngine:
         )
 
     def close(self) -> None:
-        self._llmodel.close()
+        for context in self._contexts:
+            context.llmodel.close()
+        self._contexts = []
+        if self._tokenizer is not None:
+            self._tokenizer.close()
+            self._tokenizer = None
+
+
+class _Context:
+    """One GPT4All instance: its own KV cache for N_CTX tokens, and what that cache holds."""
+
+    def __init__(self, cache: CachedContext, model):
+        self.cache = cache
+        self.model = model  # the GPT4All object, kept alive with its low-level LLModel
+        self.llmodel = model.model
+
+
+def _load(path: Path, *, n_ctx: int, n_threads: int, device: str):
+    from gpt4all import GPT4All
+
+    failure: Exception | None = None
+    with _native_stderr() as native_log:
+        try:
+            return GPT4All(
+                path.name,
+                model_path=str(path.parent),
+                allow_download=False,
+                n_threads=n_threads,
+                n_ctx=n_ctx,
+                device=device,
+                verbose=False,
+            )
+        except Exception as exc:
+            failure = exc
+    raise ModelLoadFailed(f"could not load {path.name}: {_load_reason(native_log, failure)}") from None
 
 
 _stderr_lock = threading.Lock()  # fd 2 is process-wide: one capture at a time

@@ -37,12 +37,35 @@ class GenerationOutcome:
     # With finish_reason "length", the limit reached: "max_tokens", "context" (the window filled)
     # or "time" (GENERATION_TIMEOUT_S). OpenAI's API has no field for it; the chat page shows it.
     limit: str | None = None
+    # Of `prompt_tokens`, how many were reused from a cached context instead of evaluated (OpenAI's
+    # usage.prompt_tokens_details.cached_tokens).
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class PrefixCache:
+    """How many contexts (KV caches) a chat engine keeps, and who may reuse them."""
+
+    enabled: bool = True
+    slots: int = 4  # contexts per model, each able to hold one conversation
+    max_mb: int = 1024  # all contexts' KV caches together, at N_CTX each
+    share: bool = False  # reuse across API keys (a timing side channel; see the README)
 
 
 class ChatEngine(Protocol):
     name: str
     n_ctx: int
 
-    def generate(self, prompt: str, params: SamplingParams, on_text: Callable[[str], bool]) -> GenerationOutcome: ...
+    def generate(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        on_text: Callable[[str], bool],
+        *,
+        scope: str | None = None,
+        keep_going: Callable[[], bool] | None = None,
+    ) -> GenerationOutcome:
+        """`scope`: who may reuse the contexts this call leaves (None: anyone). `keep_going` is asked
+        during prompt evaluation too (after each batch); False stops the call there."""
 
     def close(self) -> None: ...

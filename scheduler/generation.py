@@ -80,7 +80,9 @@ class GenerationScheduler:
 
     # ---- submitting --------------------------------------------------------------------------
 
-    def submit(self, model: str, prompt: str, params: SamplingParams, *, origin: str = "api") -> GenerationJob:
+    def submit(
+        self, model: str, prompt: str, params: SamplingParams, *, origin: str = "api", scope: str | None = None
+    ) -> GenerationJob:
         if self._closing or self._incoming is None:
             raise Unavailable("the server is shutting down" if self._closing else "the scheduler is not running")
         if len(self.pending) >= self.max_queue:
@@ -89,7 +91,7 @@ class GenerationScheduler:
                 f"the generation queue is full ({self.max_queue} requests waiting); retry later",
                 retry_after_s=self._retry_after(),
             )
-        job = GenerationJob(model, prompt, params, origin=origin)
+        job = GenerationJob(model, prompt, params, origin=origin, scope=scope)
         job._on_cancel = self._forget
         self.pending.add(job)
         self._incoming.put_nowait(job)

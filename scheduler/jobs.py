@@ -21,12 +21,13 @@ _ids = itertools.count(1)
 
 
 class GenerationJob:
-    def __init__(self, model: str, prompt: str, params: SamplingParams, *, origin: str = "api"):
+    def __init__(self, model: str, prompt: str, params: SamplingParams, *, origin: str = "api", scope: str | None = None):
         self.id = next(_ids)
         self.model = model
         self.prompt = prompt
         self.params = params
         self.origin = origin  # "api" or "ui", for metrics
+        self.scope = scope  # whose cached prefixes the engine may reuse (an API key's hash)
         self.loop = asyncio.get_running_loop()
         self.enqueued_at = time.monotonic()
         self.started_at: float | None = None

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Callable
 
 from errors import EngineFailure, ModelLoadFailed, ServerError, Unavailable
@@ -101,14 +102,19 @@ class ModelWorker:
                 return False
             return True
 
+        def keep_going() -> bool:  # asked after each batch of prompt tokens, so a long prompt can be left too
+            return not job.cancelled and time.monotonic() <= deadline
+
         try:
-            outcome = self._engine.generate(job.prompt, job.params, on_text)
+            outcome = self._engine.generate(job.prompt, job.params, on_text, scope=job.scope, keep_going=keep_going)
         except ServerError as exc:
             job.finish(error=exc)
             return
         except Exception as exc:
             job.finish(error=EngineFailure(f"generation failed in {self.model}: {type(exc).__name__}: {exc}"))
             return
+        if not reason and outcome.completion_tokens == 0 and not keep_going():  # stopped during the prompt
+            reason.append("cancelled" if job.cancelled else "length")
         if reason[:1] == ["cancelled"] and job.cancel_reason == "shutdown":  # cut short: not to be taken for a whole answer
             job.finish(outcome, error=Unavailable("the server shut down before this generation finished; retry later"))
             return
@@ -117,9 +123,9 @@ class ModelWorker:
             if tail:
                 job.post(tail)
         if reason and reason[0] == "stop":
-            outcome = GenerationOutcome(outcome.prompt_tokens, outcome.completion_tokens, "stop")
+            outcome = replace(outcome, finish_reason="stop", limit=None)
         elif reason and reason[0] == "length":  # the time limit, not a token limit
-            outcome = GenerationOutcome(outcome.prompt_tokens, outcome.completion_tokens, "length", "time")
+            outcome = replace(outcome, finish_reason="length", limit="time")
         job.finish(outcome)
 
     async def close(self) -> None:

@@ -81,6 +81,8 @@ function render(snap) {
   setField("errors", `${num(failed)} answered 4xx/5xx`);
   setField("tokens", num(snap.tokens.prompt + snap.tokens.completion));
   setField("tokens_split", `${num(snap.tokens.prompt)} prompt · ${num(snap.tokens.completion)} completion`);
+  setField("cache_hit", `${num(snap.tokens.cache_hit_ratio * 100, 1)}% hit`);
+  setField("cache_split", `${num(snap.tokens.prompt_cached)} cached · ${num(snap.tokens.prompt_evaluated)} evaluated prompt tokens`);
   setField("queue", `${num(gen.queue_depth)} / ${num(gen.max_queue)}`);
   setField("running", `${num(gen.running)} running`);
   setField("rejected", `${num(gen.rejected)} / ${num(gen.cancelled)}`);

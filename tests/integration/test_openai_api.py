@@ -52,6 +52,11 @@ def chat_once(http: httpx.Client, **extra) -> dict:
     return response.json()
 
 
+def counts(usage: dict) -> dict:
+    """Usage without `prompt_tokens_details`: a repeated prompt is served from the prefix cache, with the same counts."""
+    return {k: v for k, v in usage.items() if k != "prompt_tokens_details"}
+
+
 def error_body(response: httpx.Response, status: int) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
@@ -149,7 +154,8 @@ def test_chat_raw_json_has_exactly_openais_fields(answer, default_model):
     assert answer["model"] == default_model
     assert set(answer["choices"][0]) == {"index", "message", "finish_reason", "logprobs"}
     assert answer["choices"][0]["message"]["role"] == "assistant"
-    assert set(answer["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
+    assert set(answer["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details"}
+    assert set(answer["usage"]["prompt_tokens_details"]) == {"cached_tokens"}
 
 
 def test_chat_without_model_uses_the_default_and_content_parts_equal_a_string(http, answer, default_model):
@@ -158,7 +164,7 @@ def test_chat_without_model_uses_the_default_and_content_parts_equal_a_string(ht
     body = response.json()
     assert body["model"] == default_model
     assert body["choices"] == answer["choices"]
-    assert body["usage"] == answer["usage"]
+    assert counts(body["usage"]) == counts(answer["usage"])
 
 
 def test_chat_streaming_through_the_sdk(openai_client, default_model, answer):
@@ -207,7 +213,7 @@ def test_include_usage_adds_a_last_chunk_with_the_exact_usage(http, openai_clien
     chunks = [json.loads(p) for p in payloads[:-1]]
     assert payloads[-1] == "[DONE]"
     assert chunks[-1]["choices"] == []
-    assert chunks[-1]["usage"] == answer["usage"]
+    assert counts(chunks[-1]["usage"]) == counts(answer["usage"])
     assert all(chunk["usage"] is None for chunk in chunks[:-1])
     assert chunks[-2]["choices"][0]["finish_reason"] == answer["choices"][0]["finish_reason"]
     # and the SDK sees the same
@@ -345,7 +351,7 @@ def test_completion_streamed_equals_plain(http, openai_client, default_model):
     )
     assert payloads[-1] == "[DONE]"
     last = json.loads(payloads[-2])
-    assert last["choices"] == [] and last["usage"] == plain["usage"]
+    assert last["choices"] == [] and counts(last["usage"]) == counts(plain["usage"])
 
 
 def test_prompt_list_gives_one_choice_per_prompt_in_order(http):
@@ -364,7 +370,7 @@ def test_echo_puts_the_prompt_before_the_completion(http):
     plain = http.post("/v1/completions", json={"prompt": COUNTING, "max_tokens": 4, "temperature": 0}).json()
     echoed = http.post("/v1/completions", json={"prompt": COUNTING, "max_tokens": 4, "temperature": 0, "echo": True}).json()
     assert echoed["choices"][0]["text"] == COUNTING + plain["choices"][0]["text"]
-    assert echoed["usage"] == plain["usage"]
+    assert counts(echoed["usage"]) == counts(plain["usage"])
     _, payloads = stream_raw(http, "/v1/completions", {"prompt": COUNTING, "max_tokens": 4, "temperature": 0, "echo": True})
     chunks = [json.loads(p) for p in payloads[:-1]]
     assert chunks[0]["choices"][0]["text"].startswith(COUNTING)
@@ -384,10 +390,10 @@ def test_usage_is_exact_and_consistent(http):
     assert runs[1]["choices"][0]["text"].startswith(runs[0]["choices"][0]["text"])
     # "hello" is one token for SmolLM2's tokenizer: the count holds no template or suffix tokens
     one = http.post("/v1/completions", json={"prompt": "hello", "max_tokens": 1, "temperature": 0}).json()
-    assert one["usage"] == {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    assert counts(one["usage"]) == {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
     # a prompt given twice is two prompts: it counts twice (only the n choices of one prompt share it)
     twice = http.post("/v1/completions", json={"prompt": ["hello", "hello"], "max_tokens": 1, "temperature": 0}).json()
-    assert twice["usage"] == {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}
+    assert counts(twice["usage"]) == {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}
     assert twice["choices"][0]["text"] == twice["choices"][1]["text"] == one["choices"][0]["text"]
     longer = http.post("/v1/completions", json={"prompt": COUNTING + " 5, 6, 7,", "max_tokens": 1, "temperature": 0}).json()
     assert longer["usage"]["prompt_tokens"] > runs[0]["usage"]["prompt_tokens"]

@@ -33,13 +33,13 @@ class GatedEngine(FakeChatEngine):
     def release(self) -> None:
         self.gate.set()
 
-    def generate(self, prompt, params, on_text):
+    def generate(self, prompt, params, on_text, **kwargs):
         def gated(piece: str) -> bool:
             self.entered.set()
             self.gate.wait(10)
             return on_text(piece)
 
-        return super().generate(prompt, params, gated)
+        return super().generate(prompt, params, gated, **kwargs)
 
 
 class Loader:

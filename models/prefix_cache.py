@@ -1,0 +1,139 @@
+"""Which cached context a prompt continues, and from which token: exact or not at all.
+
+A context (one GPT4All instance) remembers the token ids its KV cache holds. A new prompt is
+tokenized with llama.cpp's own tokenizer (`models/llama_tokenizer.py`); its longest common prefix
+with a context's ids is what could be kept. GPT4All, though, takes text, not ids: it tokenizes the
+text after the kept part on its own. So a cut at token `keep` is used only if the text from there
+tokenizes, on its own and with GPT4All's rules (no BOS, a leading space only after a special token),
+into exactly the ids the whole prompt has from there. Every cut is checked that way before it is
+used, so the tokens evaluated with reuse are the tokens a full evaluation would evaluate.
+
+Nothing here touches GPT4All: the planner takes any object with `tokenize` and `is_special`, so
+the rules are unit-tested on a toy tokenizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+MAX_CUT_TRIES = 8  # token positions tried, from the longest prefix down; each try tokenizes the rest once
+
+
+class Tokenizer(Protocol):
+    def tokenize(self, text: bytes, *, at_start: bool, insert_space: bool) -> list[int]: ...
+
+    def is_special(self, token: int) -> bool: ...
+
+    def piece(self, token: int) -> bytes: ...
+
+
+@dataclass
+class CachedContext:
+    """What one context's KV cache holds, as GPT4All left it after the last call."""
+
+    index: int
+    tokens: list[int] = field(default_factory=list)
+    prompt_tokens: int = 0  # how many of `tokens` were the last prompt (the rest: its reply)
+    scope: str | None = None  # who may reuse it (an API key's hash); None: empty
+    last_used: float = 0.0
+
+
+@dataclass(frozen=True)
+class Cut:
+    keep: int  # tokens reused from the cache; 0: evaluate everything from scratch
+    offset: int  # byte offset in the prompt where the text to evaluate starts
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def token_offsets(prompt: bytes, ids: Sequence[int], tokenizer: Tokenizer) -> list[int] | None:
+    """Byte offset in `prompt` where each token starts (plus the end), or None if they cannot be aligned.
+
+    Byte-level BPE pieces concatenate to the text itself. Two differences are allowed: a space the
+    tokenizer inserts (SentencePiece's prefix space) and whitespace it strips beside a special token.
+    """
+    offsets, pos = [], 0
+    for token in ids:
+        piece = tokenizer.piece(token)
+        if not piece and tokenizer.is_special(token):  # e.g. BOS, which has no text
+            offsets.append(pos)
+            continue
+        while True:
+            if prompt.startswith(piece, pos):
+                offsets.append(pos)
+                pos += len(piece)
+                break
+            if piece[:1] == b" " and prompt.startswith(piece[1:], pos):  # an inserted prefix space
+                offsets.append(pos)
+                pos += len(piece) - 1
+                break
+            if pos < len(prompt) and prompt[pos : pos + 1].isspace():  # whitespace stripped beside a special token
+                pos += 1
+                continue
+            return None
+    offsets.append(len(prompt))
+    return offsets
+
+
+def plan_cut(cached: Sequence[int], full: Sequence[int], prompt: bytes, tokenizer: Tokenizer) -> Cut:
+    """The longest exact reuse of `cached` for `prompt` (tokenized as `full`)."""
+    # At least the last prompt token is evaluated again: its logits pick the first new token.
+    limit = min(common_prefix(cached, full), len(full) - 1)
+    if limit <= 0:
+        return Cut(0, 0)
+    offsets = token_offsets(prompt, full, tokenizer)
+    if offsets is None:
+        return Cut(0, 0)
+    candidates = list(range(limit, max(0, limit - MAX_CUT_TRIES), -1))
+    last_special = next((j for j in range(limit, 0, -1) if tokenizer.is_special(full[j])), 0)
+    if last_special and last_special not in candidates:
+        candidates.append(last_special)  # a cut before a special token is the one most likely to hold
+    for keep in candidates:
+        offset = offsets[keep]
+        if offset >= len(prompt) or not _starts_a_character(prompt, offset):
+            continue
+        rest = tokenizer.tokenize(prompt[offset:], at_start=False, insert_space=tokenizer.is_special(full[keep - 1]))
+        if rest == list(full[keep:]):
+            return Cut(keep, offset)
+    return Cut(0, 0)
+
+
+def _starts_a_character(text: bytes, offset: int) -> bool:
+    return offset == 0 or (text[offset] & 0xC0) != 0x80  # not a UTF-8 continuation byte
+
+
+def choose_context(
+    contexts: Sequence[CachedContext], full: Sequence[int], scope: str | None, *, can_open: bool
+) -> tuple[CachedContext | None, int]:
+    """The context to run in and the tokens it shares with `full` (an upper bound; `plan_cut` decides).
+
+    - The context sharing the longest prefix wins, among those `scope` may read (scope None: any).
+    - A context is cut back into its last prompt (another branch, or another conversation that
+      shares a system prompt) only when no free context is left: a free one is taken instead, so
+      conversations that take turns each keep their own.
+    - None means: open a new context (`can_open`); otherwise the least recently used is reused.
+    """
+    best, best_shared = None, 0
+    for context in contexts:
+        if context.scope is not None and scope is not None and context.scope != scope:
+            continue
+        shared = common_prefix(context.tokens, full)
+        if shared > best_shared:
+            best, best_shared = context, shared
+    free = [c for c in contexts if c.scope is None]
+    if best is not None and (best_shared >= best.prompt_tokens or not (free or can_open)):
+        return best, best_shared
+    if free:
+        return free[0], 0
+    if can_open:
+        return None, 0
+    if best is not None:
+        return best, best_shared
+    return min(contexts, key=lambda c: c.last_used), 0

@@ -10,7 +10,8 @@
     ├── MethodNotAllowed             405
     ├── PayloadTooLarge              413
     ├── HeadersTooLarge              431 (the request line and headers)
-    ├── UnsupportedMediaType         415 (a body that says it is not JSON)
+    ├── UnsupportedMediaType         415 (a body not sent as application/json)
+    ├── HostNotAllowed               421 code=host_not_allowed (a Host not in ALLOWED_HOSTS: DNS rebinding)
     ├── QueueFull                    429 code=queue_full (+ Retry-After)
     ├── Unavailable                  503 code=unavailable (queue timeout, shutting down, loading)
     ├── ModelLoadFailed              500 code=model_load_failed
@@ -93,6 +94,13 @@ class UnsupportedMediaType(ServerError):
     status = 415
     type = "invalid_request_error"
     code = "unsupported_media_type"
+
+
+class HostNotAllowed(ServerError):
+    # 421 Misdirected Request: this server is not configured to answer for that authority (RFC 9110 15.5.20).
+    status = 421
+    type = "invalid_request_error"
+    code = "host_not_allowed"
 
 
 class QueueFull(ServerError):

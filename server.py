@@ -18,14 +18,16 @@ from typing import Callable
 from sanic import Request, Sanic
 
 from api import auth, completions, embeddings, system, training
-from api import docs, observability
+from api import docs, hosts, observability
 from api import errors as api_errors
 from api.generation import GenerationService
+from api.http import add_data_headers, is_json
 from api.protocol import ModelCard
 from data.training_store import TrainingStore
 from metrics import Metrics
 from models.interfaces import ChatEngine, PrefixCache
 from models.registry import ModelRegistry, ModelRegistryError
+from models.template_sandbox import TemplateSandbox
 from scheduler.embedding_batcher import EmbeddingBatcher
 from scheduler.embedding_service import EmbeddingService
 from scheduler.generation import GenerationScheduler
@@ -87,10 +89,21 @@ def create_app(
 
         mount_chat_ui(app, SchedulerChatBackend(app.ctx), default_api_key=settings.default_api_key)
 
+    allowed_hosts = hosts.allowed_hosts(settings.host, settings.allowed_hosts, hosts.local_names)
+
+    @app.on_request(priority=500)  # before the key check: a DNS-rebinding page learns nothing, not even a 401
+    async def check_host(request: Request) -> None:
+        hosts.check_host(request.headers.get("host", ""), allowed_hosts)
+
     @app.on_request(priority=100)
     async def require_api_key(request: Request) -> None:
         if auth.is_protected(request.path) and not _is_cors_preflight(request, settings):
             auth.check_key(settings.api_keys, settings.require_api_key, auth.bearer_token(request.headers.get("authorization")))
+
+    @app.on_response(priority=500)
+    async def never_cache_data(request: Request, response) -> None:
+        if is_json(response) or auth.is_protected(request.path):
+            add_data_headers(response)
 
     _install_lifecycle(app, settings)
     return app
@@ -112,12 +125,14 @@ def _configure(app: Sanic, settings: Settings) -> None:
 def _build_context(ctx, settings: Settings, chat_engine_factory: ChatEngineFactory | None,
                    embedding_engine_factory: Callable[[], object] | None) -> None:
     """Everything the routes reach through `app.ctx`: settings, registry, scheduler, services, store, metrics."""
-    registry = ModelRegistry(settings.models_dir, settings.model_name)
+    sandbox = TemplateSandbox(timeout_s=settings.chat_template_timeout_s, max_chars=4 * settings.max_body_bytes)
+    registry = ModelRegistry(settings.models_dir, settings.model_name, sandbox)
     ctx.settings = settings
     ctx.registry = registry
     ctx.scheduler = GenerationScheduler(
         chat_engine_factory or gpt4all_factory(settings, registry),
         max_queue=settings.max_queue,
+        max_queue_per_key=settings.queue_per_key,
         max_loaded=settings.max_loaded_models,
         queue_timeout_s=settings.queue_timeout_s,
         generation_timeout_s=settings.generation_timeout_s,
@@ -169,6 +184,7 @@ def _install_lifecycle(app: Sanic, settings: Settings) -> None:
         if ctx.draining is not None:
             await ctx.draining
         await ctx.embeddings.stop()
+        ctx.registry.sandbox.close()
 
 
 def _is_cors_preflight(request: Request, settings: Settings) -> bool:

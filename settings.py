@@ -32,6 +32,15 @@ class Settings(BaseModel):
     cors_origins: list[str] = Field(
         default_factory=list, description="Comma-separated origins allowed by CORS; empty turns CORS off."
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated extra names accepted in the `Host` header (port ignored); other hosts get 421. "
+            "Always accepted: `localhost`, `127.0.0.1`, `[::1]`, `HOST`, and with `HOST=0.0.0.0` or `::` this "
+            "machine's names and addresses. `*` turns the check off: unsafe, any web page can then use the "
+            "server through DNS rebinding."
+        ),
+    )
 
     # Auth
     api_keys: list[str] = Field(default_factory=list, description="Comma-separated API keys.")
@@ -46,9 +55,23 @@ class Settings(BaseModel):
     n_ctx: int = Field(2048, ge=128, le=131072, description="Context window in tokens (prompt + completion).")
     n_batch: int = Field(128, ge=1, le=4096, description="Prompt tokens evaluated per batch (GPT4All's own default, 8, is slower).")
     device: str = Field("cpu", description="GPT4All device: `cpu`, `gpu`, `kompute`, `cuda` or a GPU name.")
+    chat_template_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description=(
+            "A model file's chat template rendering longer is stopped (in its own process): the request gets 400, or, "
+            "on the short conversation rendered when the model loads, the model is refused. Its output is limited "
+            "to 4 × `MAX_BODY_BYTES` characters."
+        ),
+    )
 
     # Generation scheduler
     max_queue: int = Field(32, ge=1, description="Generation jobs allowed to wait; past it, 429.")
+    max_queue_per_key: int = Field(
+        0, ge=0, description="Generation jobs one API key may have waiting (requests without a key count as one key); "
+        "past it, 429. 0 means half of `MAX_QUEUE`."
+    )
     queue_timeout_s: float = Field(120.0, gt=0, description="A job waiting longer than this gets 503.")
     generation_timeout_s: float = Field(300.0, gt=0, description="A generation running longer is stopped (`finish_reason: length`).")
     max_n: int = Field(4, ge=1, le=16, description="Largest `n` (choices per request), generated one after another.")
@@ -86,7 +109,7 @@ class Settings(BaseModel):
     training_data_dir: Path = Field(Path("data/training"), description="Where ingested datasets (JSONL) are written.")
     max_ingest_examples: int = Field(1000, ge=1, description="Most examples in one ingest request.")
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -120,6 +143,10 @@ class Settings(BaseModel):
             key = "sk-local-" + secrets.token_urlsafe(24)
             return self.model_copy(update={"api_keys": [key]}), key
         return self, None
+
+    @property
+    def queue_per_key(self) -> int:
+        return min(self.max_queue, self.max_queue_per_key or max(1, self.max_queue // 2))
 
     @property
     def threads(self) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 from errors import InvalidRequest, ServerError
-from models.chat_template import ChatTemplateError
+from models.chat_template import ChatTemplateError, ChatTemplateLimit
 from models.interfaces import GenerationOutcome, SamplingParams
 from models.registry import ModelFile, ModelRegistry, ModelRegistryError
 from scheduler.generation import GenerationScheduler
@@ -56,9 +56,14 @@ class GenerationService:
     async def chat_prompt(self, model: ModelFile, messages: list[dict[str, str]]) -> str:
         if any("\x00" in m["content"] for m in messages):
             raise InvalidRequest(NUL_MESSAGE, param="messages")
-        chat_format = await asyncio.to_thread(self.registry.chat_format, model)  # cached after first read
+        # Read and trial-rendered once per file version (ModelLoadFailed if the template misbehaved then).
+        chat_format = await asyncio.to_thread(self.registry.chat_format, model)
         try:
-            return chat_format.render(messages)
+            return await self.registry.sandbox.render_async(chat_format, messages)
+        except ChatTemplateLimit as exc:
+            raise InvalidRequest(
+                f"the model's chat template was stopped on these messages: it {exc}", param="messages", code="chat_template_limit"
+            ) from None
         except ChatTemplateError as exc:
             raise InvalidRequest(f"the model's chat template refused the messages: {exc}", param="messages") from None
 
@@ -72,6 +77,7 @@ class GenerationService:
             raise InvalidRequest(f"at most {self.max_prompts} prompts per request (MAX_PROMPTS)", param="prompt")
         if any("\x00" in prompt for prompt in prompts):
             raise InvalidRequest(NUL_MESSAGE, param="prompt")
+        self.scheduler.check_room(len(prompts) * n, scope)  # all of the request's jobs, or none of them
         jobs: list[GenerationJob] = []
         try:
             for prompt in prompts:

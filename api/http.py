@@ -16,15 +16,18 @@ from scheduler.jobs import GenerationJob
 RequestModel = TypeVar("RequestModel", bound=BaseModel)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# On every JSON answer and everything behind the key: kept in no cache (shared machine, next user), never sniffed.
+DATA_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 DONE = b"data: [DONE]\n\n"
 
 
 def parse_body(request: Request, model: type[RequestModel]) -> RequestModel:
-    # A form or text/plain body is what a foreign web page can send without a CORS preflight: refuse it.
-    # No Content-Type at all is read as JSON (hand-written requests).
+    # What a foreign page can POST without a CORS preflight is a form, text/plain, or (a Blob body in a
+    # no-cors fetch) no Content-Type at all: refuse all three. A JSON type needs a preflight, which fails.
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
-        raise UnsupportedMediaType(f"Content-Type must be application/json, not {media_type[:100]!r}")
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        sent = f"not {media_type[:100]!r}" if media_type else "and the request sent none"
+        raise UnsupportedMediaType(f"Content-Type must be application/json, {sent}")
     if not request.body:
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
@@ -43,6 +46,19 @@ def parse_body(request: Request, model: type[RequestModel]) -> RequestModel:
 def json_response(body: BaseModel | dict, status: int = 200, headers: dict[str, str] | None = None) -> HTTPResponse:
     payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
     return HTTPResponse(orjson.dumps(payload), status=status, headers=headers, content_type="application/json")
+
+
+def is_json(response: HTTPResponse) -> bool:
+    content_type = response.headers.get("content-type") or response.content_type or ""
+    media_type = content_type.split(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def add_data_headers(response: HTTPResponse) -> None:
+    """`DATA_HEADERS`, where the response does not set its own (an SSE stream keeps `no-cache`)."""
+    for name, value in DATA_HEADERS.items():
+        if name not in response.headers:
+            response.headers[name] = value
 
 
 def sse_data(body: BaseModel | dict) -> bytes:

@@ -1,9 +1,10 @@
 """`GET /metrics` (JSON, or Prometheus text), the public `/status` dashboard, and request counting.
 
 `install(app)` registers the blueprint, a middleware pair that counts every response by route
-template (never the raw path, so label values stay bounded), method and status, and subscribes
-the metrics to `app.ctx.scheduler` and `app.ctx.embeddings` (an embedding service or batcher) if
-they exist; one created later is attached with `app.ctx.metrics.attach_embeddings(obj)`.
+template (never the raw path), method (a standard one, else OTHER) and status, so that label
+values stay bounded, and subscribes the metrics to `app.ctx.scheduler` and `app.ctx.embeddings`
+(an embedding service or batcher) if they exist; one created later is attached with
+`app.ctx.metrics.attach_embeddings(obj)`.
 `/metrics` is protected by the auth middleware in server.py (`api/auth.py` lists it); `/status`
 and its assets are public, and the page asks for the key itself.
 """
@@ -44,6 +45,14 @@ PAGE_HEADERS = {
     "Cache-Control": "no-cache",
 }
 PROMETHEUS_TYPES = {"text/plain", "application/openmetrics-text"}
+# Methods counted under their own name; any other (`curl -X M$RANDOM`) is counted as OTHER, so that
+# a client cannot add label values (and memory) to every request series without end.
+STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
+
+
+def method_label(method: str) -> str:
+    """The request's method as a bounded label value: a standard method, or OTHER."""
+    return method if method in STANDARD_METHODS else "OTHER"
 
 
 def _metrics(request: Request) -> Metrics:
@@ -114,6 +123,7 @@ def install(app: Sanic) -> None:
         try:
             started = getattr(request.ctx, "metrics_started", None)
             seconds = None if started is None else time.perf_counter() - started
-            metrics.observe_request(request.uri_template or UNMATCHED, request.method, response.status, seconds)
+            metrics.observe_request(request.uri_template or UNMATCHED, method_label(request.method), response.status,
+                                    seconds)
         except Exception:  # noqa: BLE001 - counting must never break a response
             log.exception("could not record request metrics")

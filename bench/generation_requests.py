@@ -60,6 +60,7 @@ class Sample:
     prompt_tokens: int | None = None
     text: str = ""
     exact_count: bool = True  # False when the count comes from chunks (no usage in the stream)
+    cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens, when the server reports it
     server_ttft_ms: float | None = None  # x-time-to-first-token header (our server)
     server_queue_ms: float | None = None
     pair: int | None = None  # (round, prompt) slot: samples of one pair ran back to back
@@ -206,8 +207,11 @@ class ChatStreamer:
             await self._openai.close()
 
     def _body(self, prompt: str) -> dict:
+        return self._messages_body([{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": prompt}])
+
+    def _messages_body(self, messages: list[dict]) -> dict:
         body = {
-            "messages": [{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": prompt}],
+            "messages": messages,
             "max_tokens": self.max_tokens,
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -223,9 +227,20 @@ class ChatStreamer:
             return await self._run_openai(prompt_index)
         return await self._run_httpx(prompt_index)
 
+    async def run_messages(self, messages: list[dict], index: int = 0) -> Sample:
+        """Streams a chat of any `messages` (e.g. a whole conversation); `index` labels the sample."""
+        body = self._messages_body(messages)
+        sample = Sample(self.system, index, time.perf_counter())
+        if self._openai is not None:
+            return await self._stream_openai(sample, body)
+        return await self._stream_httpx(sample, body)
+
     async def _run_httpx(self, prompt_index: int) -> Sample:
         sample = Sample(self.system, prompt_index, time.perf_counter())
-        async with self._httpx.stream("POST", "/v1/chat/completions", json=self._body(PROMPTS[prompt_index])) as response:
+        return await self._stream_httpx(sample, self._body(PROMPTS[prompt_index]))
+
+    async def _stream_httpx(self, sample: Sample, body: dict) -> Sample:
+        async with self._httpx.stream("POST", "/v1/chat/completions", json=body) as response:
             if response.status_code != 200:
                 raise RuntimeError(f"{self.system} answered {response.status_code}: {(await response.aread())[:500]!r}")
             sample.server_ttft_ms = _float_header(response, "x-time-to-first-token")
@@ -247,13 +262,17 @@ class ChatStreamer:
                 if usage:
                     sample.completion_tokens = usage["completion_tokens"]
                     sample.prompt_tokens = usage.get("prompt_tokens")
+                    sample.cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
         return sample.finish()
 
     async def _run_openai(self, prompt_index: int) -> Sample:
         body = self._body(PROMPTS[prompt_index])
+        sample = Sample(self.system, prompt_index, time.perf_counter())
+        return await self._stream_openai(sample, body)
+
+    async def _stream_openai(self, sample: Sample, body: dict) -> Sample:
         standard = {k: body.pop(k) for k in ("messages", "max_tokens", "stream", "stream_options", "temperature", "top_p") if k in body}
         model = body.pop("model", None) or "default"
-        sample = Sample(self.system, prompt_index, time.perf_counter())
         stream = await self._openai.chat.completions.create(model=model, extra_body=body, **standard)
         async for chunk in stream:
             for choice in chunk.choices:
@@ -262,6 +281,8 @@ class ChatStreamer:
             if chunk.usage:
                 sample.completion_tokens = chunk.usage.completion_tokens
                 sample.prompt_tokens = chunk.usage.prompt_tokens
+                details = getattr(chunk.usage, "prompt_tokens_details", None)
+                sample.cached_tokens = getattr(details, "cached_tokens", None) if details else None
         return sample.finish()
 
 

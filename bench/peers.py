@@ -116,12 +116,14 @@ def start_or_skip(peer: Peer, notes: list[str], start: Callable[[], ServerProces
     return None
 
 
-def start_llama_cpp(model_path: Path, *, threads: int, n_batch: int, n_ctx: int) -> ServerProcess:
+def start_llama_cpp(model_path: Path, *, threads: int, n_batch: int, n_ctx: int, cache: bool = False) -> ServerProcess:
     """llama-cpp-python's OpenAI server on loopback, on the same file and settings as ours.
 
     Unlike ours it keeps the previous prompt's tokens in its context and evaluates only the part of
     a new prompt that differs (the benchmark's prompts share their system message), which shortens
-    its time to first token."""
+    its time to first token. `cache` also turns on its prompt cache (`--cache True`: a RAM cache of
+    saved states, looked up by longest token prefix), which lets conversations that take turns each
+    resume from their own state rather than only from the last prompt's."""
     port = free_port()
     command = [
         str(LLAMA_CPP.bin("python")), "-m", "llama_cpp.server",
@@ -133,6 +135,8 @@ def start_llama_cpp(model_path: Path, *, threads: int, n_batch: int, n_ctx: int)
         # clients, 8 requests of 48 tokens returned 48 tokens in all. Off, every request is served.
         "--interrupt_requests", "False",
     ]  # fmt: skip
+    if cache:
+        command += ["--cache", "True"]
     return start_process(LLAMA_CPP.name, command, port=port, ready_path="/v1/models", env=OFFLINE_ENV)
 
 

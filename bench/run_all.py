@@ -26,6 +26,7 @@ BENCHMARKS = {
     "generation": "bench.generation",
     "embeddings": "bench.embeddings",
     "training": "bench.training",
+    "multiturn": "bench.multiturn",
 }
 
 

@@ -1,6 +1,6 @@
 """The chat UI's backend on the real server: the same key check, model list and scheduler as the API.
 
-UI chats are jobs of the same generation scheduler (same FIFO, limits and metrics; `origin="ui"`),
+UI chats are jobs of the same generation scheduler (same queue, limits and metrics; `origin="ui"`),
 so a busy server is fair between UI users and API clients.
 """
 

@@ -3,15 +3,21 @@
 GPT4All parses special tokens in the whole rendered prompt, so a user who types `<|im_end|>`
 could close their turn and open a system turn. Message contents are therefore defused first: a
 zero-width joiner goes after the first character of every control-token text the model file
-declares, so it is read as ordinary characters and never as the control token.
+declares, so it is read as ordinary characters and never as the control token. That is one pass of
+one regex (a trie of the token texts, so each position costs about one token's length however many
+tokens there are: a Llama-3 vocabulary has 256), not one scan of the content per token.
 
-Templates come from model files, so they run in jinja2's immutable sandbox. A file without a
-template falls back to ChatML (`<|im_start|>role ... <|im_end|>`), the format most small
-instruction-tuned GGUF models were trained on; the README documents this fallback.
+Templates come from model files, so they run in jinja2's immutable sandbox, which keeps them from
+Python's internals but not from looping for hours or building 8 GiB strings: the server renders
+through `models.template_sandbox`, which adds time and memory limits. `render` here streams the
+output and stops past `max_chars`. A file without a template falls back to ChatML
+(`<|im_start|>role ... <|im_end|>`), the format most small instruction-tuned GGUF models were
+trained on; the README documents this fallback.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -28,10 +34,22 @@ FALLBACK_CHATML = (
 
 
 ZWJ = "\u200d"
+MAX_CHARS = 16 * 2**20  # the server passes 4 x MAX_BODY_BYTES
+DEFUSE_PREFIX = 64  # characters of a token the pattern compares; a longer near miss is defused too, harmlessly
+# Rendered once when a model loads: alternating roles starting with the user, which chat templates expect.
+TRIAL_MESSAGES = (
+    {"role": "user", "content": "Hello!"},
+    {"role": "assistant", "content": "Hi, how can I help?"},
+    {"role": "user", "content": "What is 2 + 2?"},
+)
 
 
 class ChatTemplateError(ValueError):
     """The template refused the conversation (e.g. roles that must alternate) or is broken."""
+
+
+class ChatTemplateLimit(ChatTemplateError):
+    """The template overran a limit: its output size here; time and memory in the sandbox."""
 
 
 @dataclass(frozen=True)
@@ -43,22 +61,56 @@ class ChatFormat:
     control_tokens: tuple[str, ...] = ()
 
     def defuse(self, text: str) -> str:
-        for token in self.control_tokens:
-            if token in text:
-                text = text.replace(token, token[0] + ZWJ + token[1:])
-        return text
+        if not self.control_tokens:
+            return text
+        return _defuse_pattern(self.control_tokens).sub(_joined, text)
 
-    def render(self, messages: list[dict[str, str]]) -> str:
+    def render(self, messages: list[dict[str, str]], max_chars: int = MAX_CHARS) -> str:
+        """Render in this process: no time or memory limit, so only for trusted templates (tests, benchmarks)."""
         safe = [{**m, "content": self.defuse(m["content"])} for m in messages]
+        parts: list[str] = []
+        size = 0
         try:
-            return _compile(self.template).render(
-                messages=safe,
-                add_generation_prompt=True,
-                bos_token=self.bos_token,
-                eos_token=self.eos_token,
-            )
+            for part in _compile(self.template).generate(
+                messages=safe, add_generation_prompt=True, bos_token=self.bos_token, eos_token=self.eos_token
+            ):
+                size += len(part)
+                if size > max_chars:
+                    raise ChatTemplateLimit(f"wrote more than {max_chars} characters")
+                parts.append(part)
         except TemplateError as exc:
             raise ChatTemplateError(str(exc)) from None
+        return "".join(parts)
+
+
+def _joined(match: re.Match) -> str:
+    return match[0] + ZWJ  # a callable: Python 3.11 expands a `\g<0>` template in Python, 2.5x slower
+
+
+@lru_cache(maxsize=16)
+def _defuse_pattern(tokens: tuple[str, ...]) -> re.Pattern:
+    """Matches the first character of every place a token starts (overlapping ones too, so none stays whole).
+
+    A trie: `<(?=\\|(?:eot_id\\|>|reserved_special_token_(?:0\\|>|1...)))`. A plain alternation of 256
+    escaped tokens compares up to 250 of them in full at every `<|reserved_special_token_` (measured:
+    4 MiB of those took 6 s; the trie, 40 ms).
+    """
+    trie: dict = {}
+    for token in filter(None, tokens):
+        node = trie
+        for char in token[:DEFUSE_PREFIX]:
+            node = node.setdefault(char, {})
+        node.clear()
+        node[""] = {}  # a token ends here: what follows does not matter
+
+    def rest(node: dict) -> str:
+        if "" in node:
+            return ""
+        branches = [re.escape(char) + rest(child) for char, child in sorted(node.items())]
+        return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+    starts = [re.escape(char) + (f"(?={rest(child)})" if "" not in child else "") for char, child in sorted(trie.items())]
+    return re.compile("|".join(starts), re.DOTALL)
 
 
 def _raise_exception(message: str) -> None:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from errors import ContextLengthExceeded, ModelLoadFailed
+from errors import ContextLengthExceeded, InvalidRequest, ModelLoadFailed
 from models import llama_tokenizer
 from models.interfaces import GenerationOutcome, PrefixCache, SamplingParams
 from models.llama_tokenizer import LlamaTokenizer
@@ -81,6 +81,9 @@ class GPT4AllEngine:
         text = prompt.encode("utf-8")
         full = self._tokenizer.tokenize(text, at_start=True, insert_space=True) if self._tokenizer else None
         limit = params.max_tokens
+        if (full is not None and not full) or not text:
+            # Nothing to evaluate: GPT4All would sample from whatever logits an earlier request left (or none).
+            raise InvalidRequest("the prompt is empty: it has no tokens to continue from", param="prompt")
         if full is not None:
             self._check_fits(len(full), limit)
         context, cut = self._choose(full, text, scope)

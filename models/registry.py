@@ -1,17 +1,25 @@
 """Which `.gguf` chat models exist in MODELS_DIR, which one is the default, and how each formats chats.
 
 The folder is listed on every call, so a file copied in while the server runs shows up in
-`/v1/models` at once. A model's chat format is read from its GGUF metadata once per file version.
+`/v1/models` at once. A model's chat format is read from its GGUF metadata once per file version,
+and its template is trial-rendered then, in the template sandbox: a template that overruns the time,
+output or memory limit (or fails) on a short conversation makes the model refused (ModelLoadFailed),
+for its load and for every request, until the file changes.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from errors import ModelLoadFailed, ModelNotFound
-from models.chat_template import FALLBACK_CHATML, ChatFormat
+from models.chat_template import FALLBACK_CHATML, TRIAL_MESSAGES, ChatFormat, ChatTemplateError
+from models.template_sandbox import TemplateSandbox
+
+log = logging.getLogger("models.registry")
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,8 @@ class ModelFile:
 
 
 CHATML_MARKERS = ("<|im_start|>", "<|im_end|>")
+CONTROL_TYPES = (2, 3, 4)  # llama.cpp's UNKNOWN (`<unk>`), CONTROL and USER_DEFINED: parsed as special in a prompt
+KEPT_VERDICTS = 32
 
 
 class ModelRegistryError(RuntimeError):
@@ -30,9 +40,12 @@ class ModelRegistryError(RuntimeError):
 
 
 class ModelRegistry:
-    def __init__(self, models_dir: Path, default_name: str = ""):
+    def __init__(self, models_dir: Path, default_name: str = "", sandbox: TemplateSandbox | None = None):
         self.models_dir = Path(models_dir)
         self._default_name = default_name
+        self.sandbox = sandbox or TemplateSandbox()  # starts its worker processes on first use
+        self._verdicts: dict[tuple, ChatFormat | str] = {}  # per file version: the format, or why it is refused
+        self._lock = threading.Lock()
 
     def list(self) -> list[ModelFile]:
         if not self.models_dir.is_dir():
@@ -59,7 +72,27 @@ class ModelRegistry:
         raise ModelNotFound(f"The model `{name}` does not exist", param="model")
 
     def chat_format(self, model: ModelFile) -> ChatFormat:
-        return _read_chat_format(model.path, model.created, model.size)
+        """The model's chat format, trial-rendered once per file version; ModelLoadFailed if it misbehaves."""
+        key = (model.path, model.created, model.size)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._trial(model, _read_chat_format(*key))
+            with self._lock:
+                while len(self._verdicts) >= KEPT_VERDICTS:
+                    self._verdicts.pop(next(iter(self._verdicts)))
+                self._verdicts[key] = verdict
+        if isinstance(verdict, str):
+            raise ModelLoadFailed(verdict)
+        return verdict
+
+    def _trial(self, model: ModelFile, chat_format: ChatFormat) -> ChatFormat | str:
+        try:
+            self.sandbox.render(chat_format, list(TRIAL_MESSAGES))
+        except ChatTemplateError as exc:
+            refusal = f"{model.id} is refused: its chat template failed on a short test conversation: {exc}"
+            log.error("%s", refusal)
+            return refusal
+        return chat_format
 
 
 @lru_cache(maxsize=32)
@@ -88,13 +121,13 @@ def _read_chat_format(path: Path, _mtime: int, _size: int) -> ChatFormat:
 
 
 def _control_tokens(reader, tokens) -> tuple[str, ...]:
-    """Texts of the tokens GGUF marks as control (3) or user-defined (4): they must not be typed in."""
+    """Texts of the tokens GGUF marks unknown (2), control (3) or user-defined (4): they must not be typed in."""
     types = reader.fields.get("tokenizer.ggml.token_type")
     if types is None or tokens is None:
         return ()
     found = []
     for index, part in enumerate(types.data):
-        if int(types.parts[part][0]) in (3, 4):
+        if int(types.parts[part][0]) in CONTROL_TYPES:
             text = bytes(tokens.parts[tokens.data[index]]).decode("utf-8", "replace")
             if len(text) > 1:
                 found.append(text)

@@ -1,9 +1,13 @@
-"""The generation scheduler: a bounded FIFO in front of one worker per loaded model.
+"""The generation scheduler: a bounded, fair queue in front of one worker per loaded model.
 
-    submit() ─► pending (≤ MAX_QUEUE) ─► dispatcher ─► ModelWorker(model).queue ─► model thread
+    submit() ─► pending (≤ MAX_QUEUE; ≤ MAX_QUEUE_PER_KEY per key) ─► dispatcher
+             ─► ModelWorker(model).queue (keys take turns) ─► model thread
 
-`submit` answers at once: a job, or QueueFull (429) when MAX_QUEUE jobs already wait. The
-dispatcher hands jobs over in arrival order; a job for a model that is not loaded loads it on
+`submit` answers at once: a job, or QueueFull (429) when MAX_QUEUE jobs already wait or when the
+caller's key (its `scope`) already has its share waiting; `check_room` refuses a whole request
+before any of its jobs is queued. No key can fill the queue alone, and in each worker's queue
+the keys take turns (fair_queue.py), so one key's big request does not hold up another key's.
+The dispatcher hands jobs over in arrival order; a job for a model that is not loaded loads it on
 demand, first unloading the least recently used idle model when MAX_LOADED_MODELS are loaded.
 A job whose client left before it started is dropped from the count at once and skipped.
 """
@@ -32,12 +36,14 @@ class GenerationScheduler:
         load_engine: Callable[[str], ChatEngine],
         *,
         max_queue: int = 32,
+        max_queue_per_key: int | None = None,
         max_loaded: int = 1,
         queue_timeout_s: float = 120.0,
         generation_timeout_s: float = 300.0,
     ):
         self._load_engine = load_engine
         self.max_queue = max_queue
+        self.max_queue_per_key = min(max_queue, max_queue_per_key or max_queue)  # None: only MAX_QUEUE bounds a key
         self.max_loaded = max_loaded
         self.queue_timeout_s = queue_timeout_s
         self.generation_timeout_s = generation_timeout_s
@@ -85,17 +91,45 @@ class GenerationScheduler:
     ) -> GenerationJob:
         if self._closing or self._incoming is None:
             raise Unavailable("the server is shutting down" if self._closing else "the scheduler is not running")
-        if len(self.pending) >= self.max_queue:
-            self.rejected += 1
-            raise QueueFull(
-                f"the generation queue is full ({self.max_queue} requests waiting); retry later",
-                retry_after_s=self._retry_after(),
-            )
+        self.check_room(1, scope)
         job = GenerationJob(model, prompt, params, origin=origin, scope=scope)
         job._on_cancel = self._forget
         self.pending.add(job)
         self._incoming.put_nowait(job)
         return job
+
+    def check_room(self, jobs: int, scope: str | None = None) -> None:
+        """Raise QueueFull (counted as one rejection) unless `jobs` more jobs of `scope` may wait now."""
+        refusal = self._refusal(jobs, scope)
+        if refusal is not None:
+            self.rejected += 1
+            message, jobs_ahead = refusal
+            raise QueueFull(message, retry_after_s=self._retry_after(jobs_ahead))
+
+    def _refusal(self, jobs: int, scope: str | None) -> tuple[str, int] | None:
+        """Why `jobs` more jobs of `scope` may not wait now, and how many jobs must start first; None if they may."""
+        waiting, share, room = self.waiting(scope), self.max_queue_per_key, self.max_queue - len(self.pending)
+        too_big = "this request needs {} generation jobs (prompts × n) but {}; send fewer prompts or a smaller n"
+        if share < self.max_queue and waiting + jobs > share:  # the key's share, not the whole queue, is the bound
+            keys = len({job.scope or "" for job in self.pending})  # keys take turns: each of its jobs waits for theirs
+            ahead = min(len(self.pending), (waiting + jobs - share) * keys)
+            if jobs > share:  # it could never fit: say so, rather than let it be retried as is
+                return too_big.format(jobs, f"one API key may have at most {share} waiting (MAX_QUEUE_PER_KEY)"), ahead
+            who = "this API key already has" if scope else "requests without an API key already have"
+            return (f"{who} {waiting} generation jobs waiting and one key's share of the queue is {share} "
+                    "(MAX_QUEUE_PER_KEY); retry later"), ahead
+        if jobs <= room:
+            return None
+        if jobs > self.max_queue:
+            return too_big.format(jobs, f"the queue holds at most {self.max_queue} (MAX_QUEUE)"), len(self.pending)
+        if room == 0:
+            return f"the generation queue is full ({self.max_queue} requests waiting); retry later", len(self.pending)
+        return (f"the generation queue has room for {room} more jobs and this request needs {jobs} (prompts × n); "
+                "retry later"), len(self.pending)
+
+    def waiting(self, scope: str | None) -> int:
+        """Jobs of one key (None and "" are both "no key") submitted and not yet started."""
+        return sum(1 for job in self.pending if (job.scope or "") == (scope or ""))
 
     def _forget(self, job: GenerationJob) -> None:
         if job in self.pending:
@@ -104,9 +138,9 @@ class GenerationScheduler:
         elif job.finished_at is None:
             self.cancelled += 1  # cancelled while running
 
-    def _retry_after(self) -> int:
+    def _retry_after(self, jobs_ahead: int) -> int:
         typical = sorted(self._recent_seconds)[len(self._recent_seconds) // 2] if self._recent_seconds else 1.0
-        return max(1, math.ceil(typical * len(self.pending) / max(1, len(self.workers))))
+        return max(1, math.ceil(typical * jobs_ahead / max(1, len(self.workers))))
 
     # ---- dispatching -------------------------------------------------------------------------
 

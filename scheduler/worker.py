@@ -1,4 +1,4 @@
-"""One loaded chat model: its own thread, its own FIFO, one job at a time.
+"""One loaded chat model: its own thread, its own queue (keys take turns), one job at a time.
 
 GPT4All segfaults when one instance is used from two threads at once, so the engine is created,
 used and closed only on this worker's single-thread executor.
@@ -15,6 +15,7 @@ from typing import Callable
 
 from errors import EngineFailure, ModelLoadFailed, ServerError, Unavailable
 from models.interfaces import ChatEngine, GenerationOutcome
+from scheduler.fair_queue import FairQueue
 from scheduler.jobs import GenerationJob
 from scheduler.stop_filter import StopFilter
 
@@ -34,7 +35,7 @@ class ModelWorker:
         self.model = model
         self.state = "loading"  # loading -> ready | failed -> closed
         self.load_error: ServerError | None = None
-        self.queue: asyncio.Queue[GenerationJob] = asyncio.Queue()
+        self.queue = FairQueue()  # the order jobs start in: see fair_queue.py
         self.running: GenerationJob | None = None
         self.last_used = time.monotonic()
         self.idle = asyncio.Event()

@@ -1,5 +1,6 @@
-// The /status dashboard: polls /metrics with the key typed in (kept in localStorage) and draws
-// the last minutes as SVG line charts. Rates are counter differences between two polls.
+// The /status dashboard: polls /metrics with the key typed in (kept in sessionStorage: this tab only,
+// not on disk for whoever opens the browser next) and draws the last minutes as SVG line charts.
+// Rates are counter differences between two polls.
 "use strict";
 
 const POLL_S = Number(new URLSearchParams(location.search).get("interval")) || 3;
@@ -153,9 +154,9 @@ function stop() {
 
 $("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  localStorage.setItem(KEY_STORE, $("key").value.trim());
+  sessionStorage.setItem(KEY_STORE, $("key").value.trim());
   start();
 });
 
-$("key").value = localStorage.getItem(KEY_STORE) || document.querySelector('meta[name="default-api-key"]').content;
+$("key").value = sessionStorage.getItem(KEY_STORE) || document.querySelector('meta[name="default-api-key"]').content;
 if ($("key").value) start();

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -24,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import API_KEY, start_server
 from tests.helpers.chat_page import BOT, CUT_SHORT, last_answer_text, last_bot_text, set_max_tokens, shot
 from tests.helpers.chat_page import wait_until as _wait_until
-from tests.helpers.browser import CHROMIUM, launched_chromium, offline_context
+from tests.helpers.browser import launched_chromium, offline_context, require_chromium
 
 USER = '#chatbot [data-testid="user"]'
 LONG_STORY = (
@@ -104,8 +103,7 @@ def wait_idle(server, timeout: float = SLOW) -> None:
 
 @pytest.fixture(scope="module")
 def browser(server):  # depends on the server so that it closes first
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"!!! BROWSER TESTS SKIPPED: {CHROMIUM} is missing (apt-get install -y chromium) !!!")
+    require_chromium()  # a loud skip, or a failure under CI=true
     with launched_chromium() as browser:
         yield browser
 

@@ -74,9 +74,11 @@ def test_dashboard_goes_live_with_the_key_and_numbers_follow_requests(browser, l
         assert page.locator("#models tbody tr").count() >= 1
         assert page.locator("#chart-tokens polyline.s0").get_attribute("points").count(",") >= 3
         page.screenshot(path=str(ARTIFACTS / "status_page.png"), full_page=True)
-        assert page.evaluate("localStorage.getItem('llm-server-api-key')") == API_KEY
+        # The key lives as long as the tab (sessionStorage), not on disk for every later visitor.
+        assert page.evaluate("sessionStorage.getItem('llm-server-api-key')") == API_KEY
+        assert page.evaluate("localStorage.length") == 0
 
-        page.reload()  # the key is kept in the browser: live again without typing
+        page.reload()  # the key is kept in the tab: live again without typing
         page.wait_for_selector("#message.ok", timeout=15_000)
         assert log.outside == [] and log.errors == []
 

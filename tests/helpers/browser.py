@@ -8,6 +8,7 @@ recorded, and console errors are recorded too, so a test can assert that a page 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 from contextlib import contextmanager
@@ -26,16 +27,34 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
+def missing() -> str:
+    return f"{CHROMIUM} is missing (apt-get install -y chromium)"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI") == "true"
+
+
 def require_chromium() -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"!!! BROWSER TESTS SKIPPED: {CHROMIUM} is missing (apt-get install -y chromium) !!!",
-                    allow_module_level=True)
+    """Skip the calling module (or test) loudly where Chromium is missing, except under CI=true.
+
+    Under CI a missing browser is a failure, not a skip: `launched_chromium` fails every test that
+    needs it, and the rest of the suite still runs (a failure here, at collection, would stop it).
+    """
+    if not Path(CHROMIUM).exists() and not in_ci():
+        pytest.skip(f"!!! BROWSER TESTS SKIPPED: {missing()} !!!", allow_module_level=True)
 
 
 @contextmanager
 def launched_chromium() -> Iterator[object]:
     """Debian's Chromium, headless and offline, driven by Playwright (never a downloaded browser)."""
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    if in_ci():
+        if not Path(CHROMIUM).exists():
+            pytest.fail(f"BROWSER TESTS CANNOT RUN under CI=true: {missing()}; CI must install it", pytrace=False)
+        from playwright.sync_api import sync_playwright  # and a missing Playwright fails too
+    else:
+        require_chromium()
+        sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

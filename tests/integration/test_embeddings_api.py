@@ -289,16 +289,20 @@ def test_full_queue_is_429_with_retry_after(small_queue_server):
         assert error_of(own.post("/v1/embeddings", json={"input": ["x"] * 9}), 400)["param"] == "input"
 
 
-def run_readme_example(command: str, base_url: str) -> dict:
-    return json.loads(readme_examples.run_readme_example(command, base_url, timeout=120))
+def run_readme_example(example: readme_examples.CurlExample, base_url: str) -> dict:
+    return json.loads(readme_examples.run_readme_example(example, base_url, timeout=120))
 
 
 def test_readme_embedding_examples_work_as_written(small_queue_server, reference_model):
+    """Every `/v1/embeddings` curl example of the project's README, run as written."""
     examples = readme_examples.readme_curl_examples("/v1/embeddings")
-    assert len(examples) == 1
-    body = run_readme_example(examples[0], small_queue_server.base_url)
-    assert body["model"] == EMBEDDING_MODEL and [d["index"] for d in body["data"]] == [0, 1]
-    vectors = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
-    expected = reference_model.encode(["A quick brown fox", "jumps over the lazy dog"])
-    np.testing.assert_allclose(vectors, expected, rtol=0, atol=CLOSE)
-    assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 0
+    assert examples, "README.md has no curl example of /v1/embeddings"
+    for example in examples:
+        sent = example.body
+        inputs = [sent["input"]] if isinstance(sent["input"], str) else sent["input"]
+        body = run_readme_example(example, small_queue_server.base_url)
+        assert body["model"] == sent.get("model", EMBEDDING_MODEL) == EMBEDDING_MODEL
+        assert [d["index"] for d in body["data"]] == list(range(len(inputs)))
+        vectors = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
+        np.testing.assert_allclose(vectors, reference_model.encode(inputs), rtol=0, atol=CLOSE)
+        assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 0

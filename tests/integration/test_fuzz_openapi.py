@@ -13,8 +13,9 @@ small context (N_CTX=512, so a large `max_tokens` is refused at once), a 5 s gen
 small MAX_N / MAX_PROMPTS / input limits; `max_tokens` of a request that would really generate is
 cut to a few tokens before sending (values beyond the context are sent as generated, to exercise
 the refusal); a fixed number of examples per operation; and a total time budget, past which the
-remaining examples are generated but not sent. `FUZZ_EXAMPLES`, `FUZZ_GEN_EXAMPLES`,
-`FUZZ_BUDGET_S` and `FUZZ_SEED` (a number, or `random`) override them.
+operation under way and every later one are cut off with `pytest.skip`, so that pytest counts them
+as skipped, not passed. `FUZZ_EXAMPLES`, `FUZZ_GEN_EXAMPLES`, `FUZZ_BUDGET_S` and `FUZZ_SEED` (a
+number, or `random`) override them.
 """
 
 from __future__ import annotations
@@ -147,14 +148,19 @@ def cap_generation(case) -> None:
 
 
 def call_and_check(case, server) -> None:
+    label = case.operation.label
     if time.monotonic() - _started > BUDGET_S:
-        _skipped.append(case.operation.label)
-        return
+        # Skipping ends this operation's run (Hypothesis re-raises pytest's skip), so the operation
+        # shows as skipped in pytest's counts instead of passing with cases it never sent.
+        if label not in _skipped:
+            _skipped.append(label)
+        pytest.skip(f"time budget of {BUDGET_S:.0f}s (FUZZ_BUDGET_S) spent: {label} was cut off after "
+                    f"{len(_sent.get(label, []))} sent cases")
     transport = {"base_url": server.base_url, "headers": server.headers(), "timeout": 60}
     started = time.monotonic()
     response = case.call(**transport)
-    _sent.setdefault(case.operation.label, []).append(time.monotonic() - started)
-    _statuses.setdefault(case.operation.label, Counter())[response.status_code] += 1
+    _sent.setdefault(label, []).append(time.monotonic() - started)
+    _statuses.setdefault(label, Counter())[response.status_code] += 1
     case.validate_response(response, checks=CHECKS, headers=server.headers(), transport_kwargs=transport)
 
 
@@ -177,5 +183,6 @@ def test_fuzz_stayed_in_budget(fuzz_server):
         statuses = ", ".join(f"{status}: {count}" for status, count in sorted(_statuses[label].items()))
         print(f"fuzz: {label}: {len(times)} requests ({statuses}), {sum(times):.1f}s, slowest {max(times):.1f}s")
     if _skipped:
-        warnings.warn(f"fuzz budget of {BUDGET_S:.0f}s spent; {len(_skipped)} generated cases were not sent")
+        warnings.warn(f"fuzz budget of {BUDGET_S:.0f}s spent; {len(_skipped)} operations were cut off (skipped): "
+                      + ", ".join(_skipped))
     assert fuzz_server.process.poll() is None, "the server died during the fuzz:\n" + fuzz_server.log()[-3000:]

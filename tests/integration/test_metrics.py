@@ -8,6 +8,7 @@ the requests of the test itself (and counts the `/metrics` calls between them to
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 
@@ -131,6 +132,23 @@ def test_metrics_needs_a_key(live_server, http):
         assert error["type"] == "invalid_request_error" and error["code"] == "invalid_api_key" and error["message"]
     after = snapshot(http)
     assert requests_of(after, "GET /metrics", 401) - requests_of(before, "GET /metrics", 401) == 3
+
+
+def test_unknown_methods_are_counted_as_other(live_server, http):
+    """`curl -X M$RANDOM`, without a key, must not add a label value per method (section 6 of issue 11)."""
+    methods = [f"M{random.randrange(10**8, 10**9)}" for _ in range(2)]
+    for method, path in zip(methods, ("/v1/models", "/no/such/path")):
+        response = httpx.request(method, live_server.base_url + path)  # no key
+        assert response.status_code < 500, response.text
+    text = http.get("/metrics", params={"format": "prometheus"}).text
+    for method in methods:
+        assert method not in text
+    requests = [s for f in text_string_to_metric_families(text) if f.name == "llm_server_requests" for s in f.samples
+                if s.name == "llm_server_requests_total"]
+    assert {s.labels["method"] for s in requests} <= {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS",
+                                                      "TRACE", "CONNECT", "OTHER"}
+    assert sum(s.value for s in requests if s.labels["method"] == "OTHER") >= 2
+    assert 'method="OTHER"' in text
 
 
 def test_a_client_that_leaves_is_counted_as_a_cancellation(live_server, http):

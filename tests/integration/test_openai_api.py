@@ -22,7 +22,7 @@ import openai
 import pytest
 
 from tests.conftest import API_KEY, ROOT, start_server
-from tests.helpers.readme_examples import README, README_KEY, readme_curl_examples, run_readme_example
+from tests.helpers.readme_examples import README_KEY, all_curl_examples, readme_curl_examples, run_readme_example
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 COUNTING = "1, 2, 3, 4,"  # greedy SmolLM2 keeps counting: long, predictable output
@@ -663,32 +663,59 @@ def test_full_queue_is_rate_limit_error_with_retry_after(one_slot_server, defaul
     wait_for_idle_scheduler(one_slot_server)
 
 
-@pytest.mark.skipif(not README.exists() or not shutil.which("curl"), reason="needs the original README and curl")
+@pytest.mark.skipif(not shutil.which("curl"), reason="needs curl")
 def test_readme_curl_examples_work_as_written(one_slot_server, default_model):
+    """The project README's chat and text completion curl examples (streamed ones too), run as written."""
     examples = readme_curl_examples("/v1/chat/completions", "/v1/completions")
-    assert len(examples) == 3
-    outputs = []
-    for command in examples:  # only the address and the README's placeholder model name change
-        outputs.append(run_readme_example(command, one_slot_server.base_url, {"mistral-7b.gguf": default_model}))
-    chat, stream, text = outputs
-    chat = json.loads(chat)
-    assert chat["object"] == "chat.completion" and chat["model"] == default_model
-    assert chat["choices"][0]["message"]["content"].strip()
-    assert chat["usage"]["completion_tokens"] <= 64
-    payloads = sse_payloads(stream)
-    assert payloads[-1] == "[DONE]"
-    chunks = [json.loads(p) for p in payloads[:-1]]
-    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
-    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks).strip()
-    text = json.loads(text)
-    assert text["object"] == "text_completion" and text["model"] == default_model
-    # sampled at temperature 1, so the text itself may be anything (even empty); its shape may not
-    assert isinstance(text["choices"][0]["text"], str)
-    assert text["choices"][0]["finish_reason"] in ("stop", "length")
-    usage = text["usage"]
-    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] <= 64
-    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    kinds = {(e.path, e.stream) for e in examples}
+    assert ("/v1/chat/completions", False) in kinds and ("/v1/completions", False) in kinds, kinds
+    for example in examples:
+        sent = example.body
+        model = sent.get("model") or default_model
+        max_tokens = sent.get("max_tokens")
+        output = run_readme_example(example, one_slot_server.base_url)
+        chat = example.path == "/v1/chat/completions"
+        if example.stream:
+            payloads = sse_payloads(output)
+            assert payloads[-1] == "[DONE]"
+            chunks = [json.loads(p) for p in payloads[:-1]]
+            assert all(c["object"] == ("chat.completion.chunk" if chat else "text_completion") for c in chunks)
+            assert all(c["model"] == model for c in chunks)
+            finished = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+            assert finished[-1] in ("stop", "length")
+            if chat:
+                assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+                assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]).strip()
+            continue
+        body = json.loads(output)
+        assert body["object"] == ("chat.completion" if chat else "text_completion") and body["model"] == model
+        choice = body["choices"][0]
+        assert choice["finish_reason"] in ("stop", "length")
+        if chat:
+            assert choice["message"]["role"] == "assistant" and choice["message"]["content"].strip()
+        else:  # sampled (the README sets no temperature), so the text may be anything, even empty; its shape may not
+            assert isinstance(choice["text"], str)
+        usage = body["usage"]
+        assert usage["prompt_tokens"] > 0 and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        assert max_tokens is None or usage["completion_tokens"] <= max_tokens
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="needs curl")
+def test_readme_info_and_metrics_examples_work_as_written(one_slot_server, default_model):
+    """The project README's other GET examples: server info, health, the model list and /metrics."""
+    expected = {"/": ("default_model", default_model), "/health": ("status", "ok"), "/v1/models": ("object", "list")}
+    examples = [e for e in all_curl_examples() if e.method == "GET" and e.path in {*expected, "/metrics"}]
+    assert {e.path for e in examples} >= {"/health", "/v1/models"}, [e.path for e in examples]
+    for example in examples:
+        body = json.loads(run_readme_example(example, one_slot_server.base_url))
+        assert "error" not in body, body
+        if example.path == "/metrics":
+            assert body["requests"]["total"] > 0 and body["default_model"] == default_model
+        else:
+            key, value = expected[example.path]
+            assert body[key] == value, body
+    models = json.loads(run_readme_example(next(e for e in examples if e.path == "/v1/models"), one_slot_server.base_url))
+    assert default_model in [m["id"] for m in models["data"]]
 
 
 # ---- model files -----------------------------------------------------------------------------

@@ -232,6 +232,89 @@ def test_chat_ui_assets_and_api_are_nosniff_too(live_server):
     assert response.headers.get("x-content-type-options") == "nosniff"
 
 
+@pytest.mark.parametrize("path", HTML_PAGES)
+def test_html_pages_cannot_be_framed(live_server, path):
+    response = httpx.get(live_server.base_url + path, timeout=30)
+    assert response.headers.get("x-frame-options") == "DENY", response.headers
+    assert "frame-ancestors 'none'" in response.headers.get("content-security-policy", ""), response.headers
+
+
+def test_json_answers_are_never_cached_or_sniffed(live_server):
+    """Data (and errors) must not stay in a browser's cache for the next user, nor be read as another type."""
+    key = live_server.headers()
+    with httpx.Client(base_url=live_server.base_url, timeout=30) as client:
+        for response in (
+            client.get("/"),
+            client.get("/health"),
+            client.get("/openapi.json"),
+            client.get("/v1/models", headers=key),
+            client.get("/v1/models"),  # 401
+            client.get("/v1/training/datasets", headers=key),
+            client.get("/metrics", headers=key),
+            client.get("/metrics?format=prometheus", headers=key),  # not JSON, but data behind the key
+            client.get("/no-such-page"),  # 404
+            client.post("/v1/embeddings", headers=key, json={"input": "hello"}),
+            client.post("/v1/embeddings", headers=key, content=b'{"input": "hello"}'),  # 415
+            client.get("/chat/config"),
+        ):
+            where = (response.request.method, str(response.request.url), response.status_code)
+            assert response.headers.get("x-content-type-options") == "nosniff", (where, response.headers)
+            assert response.headers.get("cache-control") == "no-store", (where, response.headers)
+
+
+# ---- DNS rebinding: the Host header ---------------------------------------------------------
+
+REBOUND = ["evil.example", "evil.example:8000", "localhost.evil.example", "127.0.0.1.nip.io"]
+REBINDING_PATHS = ["/status", "/chat/", "/chat/config", "/v1/models", "/", "/docs", "/no-such-page"]
+
+
+def port_of(server) -> int:
+    return int(server.base_url.rsplit(":", 1)[1])
+
+
+@pytest.mark.parametrize("host", REBOUND)
+def test_a_rebinding_host_is_refused_on_every_route(live_server, host):
+    """A page of evil.example whose name now resolves to 127.0.0.1 reaches the server with its own Host."""
+    with httpx.Client(base_url=live_server.base_url, timeout=30) as client:
+        for path in REBINDING_PATHS:
+            for headers in ({}, live_server.headers()):  # refused before the key is even looked at
+                response = client.get(path, headers={"Host": host, **headers})
+                assert response.status_code == 421, (host, path, response.status_code, response.text[:300])
+                assert response.json() == {"error": {
+                    "message": f"Host {host!r} is not allowed; add it to ALLOWED_HOSTS",
+                    "type": "invalid_request_error", "param": None, "code": "host_not_allowed"}}
+        post = client.post("/v1/embeddings", json={"input": "x"}, headers={"Host": host, **live_server.headers()})
+        assert post.status_code == 421 and "ALLOWED_HOSTS" in post.text
+        head = client.head("/chat/", headers={"Host": host})
+        assert head.status_code == 421
+
+
+def test_localhost_and_loopback_hosts_are_allowed_with_and_without_the_port(live_server):
+    port = port_of(live_server)
+    with httpx.Client(base_url=live_server.base_url, timeout=30) as client:
+        for host in ("localhost", f"localhost:{port}", "127.0.0.1", f"127.0.0.1:{port}", "[::1]", f"[::1]:{port}"):
+            for path in REBINDING_PATHS[:-1]:
+                headers = {"Host": host, **(live_server.headers() if path.startswith("/v1") else {})}
+                response = client.get(path, headers=headers)
+                assert response.status_code == 200, (host, path, response.status_code, response.text[:300])
+
+
+def test_allowed_hosts_adds_a_name_and_star_turns_the_check_off(tmp_path):
+    from tests.helpers.launch import start_fake_server
+
+    named = start_fake_server(tmp_path / "named", ALLOWED_HOSTS="llm.internal, Proxy.Example:443")
+    anything = start_fake_server(tmp_path / "star", ALLOWED_HOSTS="*")
+    try:
+        for host in ("llm.internal", f"llm.internal:{port_of(named)}", "proxy.example"):
+            assert httpx.get(named.base_url + "/health", headers={"Host": host}, timeout=30).status_code == 200, host
+        assert httpx.get(named.base_url + "/health", headers={"Host": "localhost"}, timeout=30).status_code == 200
+        assert httpx.get(named.base_url + "/health", headers={"Host": "evil.example"}, timeout=30).status_code == 421
+        assert httpx.get(anything.base_url + "/health", headers={"Host": "evil.example"}, timeout=30).status_code == 200
+    finally:
+        named.stop()
+        anything.stop()
+
+
 # ---- CORS -----------------------------------------------------------------------------------
 
 

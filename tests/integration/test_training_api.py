@@ -256,8 +256,9 @@ def test_bad_examples_are_400_and_write_nothing(http, live_server, examples, par
 def test_bad_bodies_are_400(http):
     assert error_of(http.post("/v1/training/ingest", json={"examples": [{"prompt": "p", "response": "r"}]}), 400)["param"] == "dataset"
     assert error_of(http.post("/v1/training/ingest", json={"dataset": 5, "examples": [{"prompt": "p", "response": "r"}]}), 400)["param"] == "dataset"
-    assert error_of(http.post("/v1/training/ingest", content=b"{not json"), 400)
-    assert error_of(http.post("/v1/training/ingest", content=b""), 400)
+    json_type = {"Content-Type": "application/json"}  # without it, 415 (test_bad_input)
+    assert error_of(http.post("/v1/training/ingest", content=b"{not json", headers=json_type), 400)
+    assert error_of(http.post("/v1/training/ingest", content=b"", headers=json_type), 400)
     assert error_of(http.post("/v1/training/ingest", json=[1, 2]), 400)
 
 
@@ -349,23 +350,45 @@ def readme_server(tmp_path_factory):
     server.stop()
 
 
-def run_readme_example(command: str, base_url: str) -> dict:
-    return json.loads(readme_examples.run_readme_example(command, base_url, timeout=120))
+def run_readme_example(example: readme_examples.CurlExample, base_url: str) -> dict:
+    return json.loads(readme_examples.run_readme_example(example, base_url, timeout=120))
 
 
 def test_readme_training_examples_work_as_written(readme_server):
+    """The project README's training examples, run as written: ingest (twice), list, read back, delete."""
     (ingest_example,) = readme_examples.readme_curl_examples("/v1/training/ingest")
-    (list_example,) = readme_examples.readme_curl_examples("/v1/training/datasets")
+    (list_example,) = readme_examples.readme_curl_examples("/v1/training/datasets", method="GET")
+    sent = ingest_example.body
+    dataset, examples = sent["dataset"], sent["examples"]
+    n = len(examples)
     first = run_readme_example(ingest_example, readme_server.base_url)
-    assert first == {"object": "training.ingest", "dataset": "my-support-faq", "inserted": 2, "updated": 0, "skipped": 0, "size": 2}
-    again = run_readme_example(ingest_example, readme_server.base_url)  # upsert of identical examples
-    assert (again["inserted"], again["updated"], again["skipped"], again["size"]) == (0, 0, 2, 2)
+    assert first == {"object": "training.ingest", "dataset": dataset, "inserted": n, "updated": 0, "skipped": 0, "size": n}
+    again = run_readme_example(ingest_example, readme_server.base_url)  # identical examples: skipped, not duplicated
+    assert (again["inserted"], again["updated"], again["skipped"], again["size"]) == (0, 0, n, n)
     listing = run_readme_example(list_example, readme_server.base_url)
-    (info,) = [d for d in listing["data"] if d["name"] == "my-support-faq"]
-    assert info["examples"] == 2 and info["has_embeddings"] is True and info["corrupt_lines"] == 0
-    records = file_records(readme_server.data_dir / "my-support-faq.jsonl")
-    assert [r["meta"] for r in records] == [{"source": "faq", "lang": "en"}, {"source": "policy", "lang": "en"}]
-    assert all(len(r["embedding"]) == 384 for r in records)
+    (info,) = [d for d in listing["data"] if d["name"] == dataset]
+    embedded = bool(sent.get("store_embeddings"))
+    assert info["examples"] == n and info["has_embeddings"] is embedded and info["corrupt_lines"] == 0
+    records = file_records(readme_server.data_dir / f"{dataset}.jsonl")
+    assert [(r["prompt"], r["response"], r["meta"]) for r in records] == [
+        (e["prompt"], e["response"], e.get("meta") or {}) for e in examples]
+    assert all(len(r["embedding"]) == 384 for r in records) if embedded else all("embedding" not in r for r in records)
+
+    # Reading back and deleting, where the README shows them for the dataset it ingested.
+    for example in readme_examples.readme_curl_examples("/v1/training/datasets/{name}", method="GET"):
+        if example.path.rsplit("/", 1)[1] == dataset:
+            page = run_readme_example(example, readme_server.base_url)
+            offset = int(example.query.get("offset", ["0"])[0])
+            shown = examples[offset: offset + int(example.query.get("limit", ["100"])[0])]
+            assert page["object"] == "list" and page["dataset"] == dataset and page["total"] == n
+            assert [(r["prompt"], r["response"]) for r in page["data"]] == [(e["prompt"], e["response"]) for e in shown]
+    for example in readme_examples.readme_curl_examples("/v1/training/datasets/{name}", method="DELETE"):
+        if example.path.rsplit("/", 1)[1] == dataset:
+            deleted = run_readme_example(example, readme_server.base_url)
+            assert deleted == {"object": "training.dataset.deleted", "dataset": dataset, "deleted": True}
+            listing = run_readme_example(list_example, readme_server.base_url)
+            assert dataset not in [d["name"] for d in listing["data"]]
+            assert not (readme_server.data_dir / f"{dataset}.jsonl").exists()
 
 
 # ---- kill -9 in the middle of ingesting -------------------------------------------------------------

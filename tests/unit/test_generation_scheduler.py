@@ -189,6 +189,92 @@ async def test_submit_before_start_or_after_close_is_unavailable(make_scheduler)
         scheduler.submit("a.gguf", "x", PARAMS)
 
 
+# ---- fairness between keys -------------------------------------------------------------------
+
+
+async def test_another_keys_short_request_starts_after_one_job_of_a_big_request(make_scheduler):
+    loader = Loader()
+    scheduler = await make_scheduler(loader)
+    engine = loader.engine()
+    engine.hold()
+    big = [scheduler.submit("a.gguf", f"big {i}", PARAMS, scope="key-a") for i in range(16)]
+    await wait_for_thread(engine.entered)  # "big 0" runs, held; 15 of key-a wait
+    small = scheduler.submit("a.gguf", "small", PARAMS, scope="key-b")
+    engine.release()
+    texts = await asyncio.gather(*[collect(job) for job in [*big, small]])
+    assert texts[-1] == "small "
+    # after the job that was running, the next turn is key-b's, not key-a's 15 waiting jobs
+    assert engine.prompts[:3] == ["big 0", "small", "big 1"]
+    assert engine.prompts[2:] == [f"big {i}" for i in range(1, 16)]  # one key's jobs keep their order
+    assert small.started_at <= big[1].started_at
+
+
+async def test_keys_take_turns_and_each_keeps_its_own_order(make_scheduler):
+    loader = Loader()
+    scheduler = await make_scheduler(loader)
+    engine, running = await occupy(scheduler, loader)
+    for i in range(3):
+        scheduler.submit("a.gguf", f"a{i}", PARAMS, scope="key-a")
+    for i in range(2):
+        scheduler.submit("a.gguf", f"b{i}", PARAMS, scope="key-b")
+    scheduler.submit("a.gguf", "c0", PARAMS, scope="key-c")
+    scheduler.submit("a.gguf", "none0", PARAMS)  # no key: one more lane of its own
+    engine.release()
+    await wait_until(lambda: len(engine.prompts) == 8 and scheduler.running == 0)
+    assert engine.prompts == ["running", "a0", "b0", "c0", "none0", "a1", "b1", "a2"]
+
+
+async def test_a_key_over_its_share_is_refused_and_other_keys_still_get_in(make_scheduler):
+    loader = Loader()
+    scheduler = await make_scheduler(loader, max_queue=4, max_queue_per_key=2)
+    engine, running = await occupy(scheduler, loader)
+    mine = [scheduler.submit("a.gguf", f"a{i}", PARAMS, scope="key-a") for i in range(2)]
+    with pytest.raises(QueueFull) as info:
+        scheduler.submit("a.gguf", "a2", PARAMS, scope="key-a")
+    error = info.value
+    assert error.status == 429 and error.body()["error"]["code"] == "queue_full"
+    assert error.headers() == {"Retry-After": str(error.retry_after_s)} and error.retry_after_s >= 1
+    assert "this API key already has 2 generation jobs waiting" in error.message
+    assert "share of the queue is 2 (MAX_QUEUE_PER_KEY)" in error.message
+    theirs = [scheduler.submit("a.gguf", f"b{i}", PARAMS, scope="key-b") for i in range(2)]  # the queue had room
+    with pytest.raises(QueueFull, match=r"the generation queue is full \(4 requests waiting\)"):
+        scheduler.submit("a.gguf", "c0", PARAMS, scope="key-c")
+    assert scheduler.rejected == 2
+    engine.release()
+    assert [await collect(job) for job in [running, *mine, *theirs]] == ["running ", "a0 ", "a1 ", "b0 ", "b1 "]
+    assert engine.prompts == ["running", "a0", "b0", "a1", "b1"]
+
+
+async def test_a_request_bigger_than_a_keys_share_is_refused_whole_and_cannot_starve_another_key(make_scheduler):
+    from types import SimpleNamespace
+
+    from api.generation import GenerationService
+
+    loader = Loader()
+    scheduler = await make_scheduler(loader, max_queue=32, max_queue_per_key=16)
+    service = GenerationService(scheduler, registry=None, max_n=4, max_prompts=16)
+    model = SimpleNamespace(id="a.gguf")
+    prompts = [f"p{i}" for i in range(16)]
+    with pytest.raises(QueueFull) as info:
+        service.submit(model, prompts, PARAMS, 2, scope="key-a")  # 32 jobs: all of MAX_QUEUE
+    assert "this request needs 32 generation jobs (prompts × n)" in info.value.message
+    assert "one API key may have at most 16 waiting (MAX_QUEUE_PER_KEY)" in info.value.message
+    assert scheduler.pending == set() and scheduler.rejected == 1 and scheduler.cancelled == 0  # none was queued
+
+    engine = loader.engine()
+    engine.hold()
+    big = service.submit(model, prompts, PARAMS, 1, scope="key-a")  # the largest the share allows
+    await wait_for_thread(engine.entered)
+    with pytest.raises(QueueFull, match="this API key already has 15 generation jobs waiting"):
+        service.submit(model, ["one more", "and another"], PARAMS, 1, scope="key-a")  # 15 + 2 > 16
+    small = service.submit(model, ["short"], PARAMS, 1, scope="key-b")
+    engine.release()
+    results = await asyncio.gather(service.complete(big), service.complete(small))
+    assert [text for text, _ in results[0]] == [p + " " for p in prompts]
+    assert engine.prompts[:3] == ["p0", "short", "p1"]  # after the running job, key-b's turn
+    assert "one more" not in engine.prompts and len(engine.prompts) == 17
+
+
 # ---- cancellation ----------------------------------------------------------------------------
 
 
@@ -309,6 +395,29 @@ async def test_generation_timeout_ends_with_finish_reason_length(make_scheduler)
     assert text.startswith("t0 t1 ")
     assert engine.stopped_early == ["endless"]
     assert await collect(scheduler.submit("a.gguf", "next", PARAMS)) == "next "
+
+
+async def test_leaving_during_prompt_evaluation_frees_the_model_within_a_batch(make_scheduler):
+    loader = Loader()
+    scheduler = await make_scheduler(loader)
+    engine = loader.engine()
+    engine.prompt_s = 5.0  # a prompt that would hold the model for 5 s, asked to go on every 0.5 s
+    job = scheduler.submit("a.gguf", "a very long prompt", PARAMS, scope="key-a")
+    await wait_until(lambda: job.started_at is not None)
+    job.cancel("client")
+    engine.prompt_s = 0.0
+    assert await collect(scheduler.submit("a.gguf", "next", PARAMS), timeout=10) == "next "
+    assert job.outcome.completion_tokens == 0 and engine.prompts == ["a very long prompt", "next"]
+    assert engine.scopes == ["key-a", None]  # the job's cache scope reaches the engine
+
+
+async def test_the_generation_timeout_covers_prompt_evaluation(make_scheduler):
+    loader = Loader()
+    scheduler = await make_scheduler(loader, generation_timeout_s=0.15)
+    loader.engine().prompt_s = 5.0
+    job = scheduler.submit("a.gguf", "a very long prompt", PARAMS)
+    assert await collect(job, timeout=10) == ""
+    assert (job.outcome.finish_reason, job.outcome.limit, job.outcome.completion_tokens) == ("length", "time", 0)
 
 
 async def test_generation_timeout_keeps_text_held_for_a_possible_stop(make_scheduler):

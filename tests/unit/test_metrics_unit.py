@@ -15,8 +15,8 @@ from metrics.window import RecentWindow, percentile
 from models.interfaces import GenerationOutcome
 
 
-def job(model="m.gguf", *, prompt=5, completion=10, reason="stop", error=None, cancel=None, origin="api"):
-    outcome = None if error else GenerationOutcome(prompt, completion, reason)
+def job(model="m.gguf", *, prompt=5, completion=10, reason="stop", error=None, cancel=None, origin="api", cached=0):
+    outcome = None if error else GenerationOutcome(prompt, completion, reason, cached_tokens=cached)
     return SimpleNamespace(model=model, origin=origin, outcome=outcome, error=error, cancel_reason=cancel,
                            queue_time=0.5, time_to_first_token=0.75, generation_time=2.0)
 
@@ -34,10 +34,13 @@ def test_generation_observations_add_exact_tokens_and_outcomes():
     m.bind(scheduler=scheduler)
     m.bind(scheduler=scheduler)  # idempotent: one listener
     assert scheduler.listeners == [m.observe_generation]
-    for done in (job(), job(reason="length"), job(error=RuntimeError("x")), job(cancel="client", completion=2)):
+    for done in (job(), job(reason="length", cached=4), job(error=RuntimeError("x")), job(cancel="client", completion=2)):
         scheduler.listeners[0](done)
     snap = build_snapshot(m, default_model="m.gguf")
-    assert snap["tokens"] == {"prompt": 15, "completion": 22, "by_model": {"m.gguf": {"prompt": 15, "completion": 22}}}
+    counts = {"prompt": 15, "prompt_cached": 4, "prompt_evaluated": 11, "cache_hit_ratio": 0.2667, "completion": 22}
+    assert snap["tokens"] == {**counts, "by_model": {"m.gguf": counts}}
+    prometheus = generate_latest(m.registry).decode()
+    assert 'llm_server_prompt_tokens_cached_total{model="m.gguf"} 4.0' in prometheus
     model = snap["models"]["m.gguf"]
     assert model["state"] == "ready" and model["generations"] == 4
     assert model["by_outcome"] == {"stop": 1, "length": 1, "error": 1, "cancelled": 1}

@@ -49,6 +49,15 @@ def test_variables_are_the_field_names_in_upper_case_and_are_typed():
     assert settings.max_queue == 7
 
 
+@pytest.mark.parametrize(
+    ("environ", "share"),
+    [({}, 16), ({"MAX_QUEUE": "1"}, 1), ({"MAX_QUEUE": "5"}, 2), ({"MAX_QUEUE_PER_KEY": "3"}, 3),
+     ({"MAX_QUEUE": "8", "MAX_QUEUE_PER_KEY": "20"}, 8)],
+)
+def test_a_keys_share_of_the_queue_is_half_of_it_unless_set(environ, share):
+    assert Settings.from_env(environ).queue_per_key == share
+
+
 @pytest.mark.parametrize("word", ["1", "true", "TRUE", "Yes", "on", " true "])
 def test_true_words(word):
     assert Settings.from_env({"RELOAD": word}).reload is True

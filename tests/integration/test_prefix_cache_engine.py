@@ -1,0 +1,237 @@
+"""The prefix cache on the real engine: greedy output with reuse equals output without it, token for
+token, in every corner; `cached_tokens` is what was really kept; memory and keys are bounded."""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+
+from models.gpt4all_engine import GPT4AllEngine
+from models.interfaces import PrefixCache, SamplingParams
+from models.registry import ModelRegistry, kv_bytes_per_token
+from tests.conftest import ROOT
+
+REGISTRY = ModelRegistry(ROOT / "models")
+MODEL = REGISTRY.default()
+FORMAT = REGISTRY.chat_format(MODEL)
+SYSTEM = "You are a patient tutor. Answer in one or two short sentences, plainly, without lists. " * 3
+N_CTX = 1024
+
+
+def make_engine(cache: PrefixCache, n_ctx: int = N_CTX) -> GPT4AllEngine:
+    return GPT4AllEngine(MODEL.path, n_ctx=n_ctx, n_threads=2, n_batch=128, prefix_cache=cache)
+
+
+@pytest.fixture(scope="module")
+def off():
+    engine = make_engine(PrefixCache(enabled=False))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture()
+def on():
+    engine = make_engine(PrefixCache(slots=4))
+    yield engine
+    engine.close()
+
+
+def run(engine, messages, *, scope="k", max_tokens=20, stop_after=None, **params):
+    pieces: list[str] = []
+
+    def on_text(piece: str) -> bool:
+        pieces.append(piece)
+        return stop_after is None or len(pieces) < stop_after
+
+    outcome = engine.generate(
+        FORMAT.render(messages), SamplingParams(max_tokens=max_tokens, temperature=0, **params), on_text, scope=scope
+    )
+    return "".join(pieces), outcome
+
+
+def conversation(engine, questions, *, system=SYSTEM, scope="k"):
+    """Each turn resends the history with the reply as generated; returns (replies, outcomes)."""
+    messages, replies, outcomes = [{"role": "system", "content": system}], [], []
+    for question in questions:
+        messages.append({"role": "user", "content": question})
+        reply, outcome = run(engine, messages, scope=scope)
+        messages.append({"role": "assistant", "content": reply})
+        replies.append(reply)
+        outcomes.append(outcome)
+    return replies, outcomes
+
+
+CONVERSATIONS = [
+    ["What is the capital of France?", "And of Germany?", "Which of the two is larger?"],
+    ["Say hello.", "Now say it in French.", "Thanks! Count to five.", "Backwards, please."],
+    ["Why is the sky blue?", "Explain it to a child.", "Give it a title."],
+]
+
+
+@pytest.mark.parametrize("questions", CONVERSATIONS)
+def test_reuse_is_exact_over_whole_conversations(on, off, questions):
+    expected, plain = conversation(off, questions)
+    got, cached = conversation(on, questions)
+    assert got == expected
+    assert [o.prompt_tokens for o in cached] == [o.prompt_tokens for o in plain]
+    assert [o.completion_tokens for o in cached] == [o.completion_tokens for o in plain]
+    assert cached[0].cached_tokens == 0 and all(o.cached_tokens == 0 for o in plain)
+    for previous, outcome in zip(cached, cached[1:]):
+        # the whole previous turn (its prompt and its reply) is kept; only the new text is evaluated
+        assert outcome.cached_tokens == previous.prompt_tokens + previous.completion_tokens
+
+
+def test_the_same_prompt_again_reuses_all_but_its_last_token(on, off):
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Name a colour."}]
+    first_text, first = run(on, messages)
+    again_text, again = run(on, messages)
+    assert again_text == first_text == run(off, messages)[0]
+    assert again.cached_tokens == first.prompt_tokens - 1
+
+
+def test_an_edited_or_truncated_conversation_keeps_only_what_is_still_shared(off):
+    engine = make_engine(PrefixCache(slots=1))  # one context: it must be cut back, not swapped
+    try:
+        questions = ["What is 2 + 2?", "And 3 + 3?", "And 4 + 4?"]
+        replies, outcomes = conversation(engine, questions)
+        edited = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is 5 + 5?"}]
+        text, outcome = run(engine, edited)
+        assert text == run(off, edited)[0]
+        system_only = FORMAT.render([{"role": "system", "content": SYSTEM}])
+        assert 0 < outcome.cached_tokens < outcomes[0].prompt_tokens
+        assert outcome.cached_tokens >= len(engine._tokenizer.tokenize(system_only.encode(), at_start=True, insert_space=True)) - 1
+        truncated = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": questions[0]},
+                     {"role": "assistant", "content": replies[0]}, {"role": "user", "content": "Thanks."}]
+        text, outcome = run(engine, truncated)
+        assert text == run(off, truncated)[0]
+    finally:
+        engine.close()
+
+
+def test_a_different_system_prompt_shares_almost_nothing(off):
+    engine = make_engine(PrefixCache(slots=1))
+    try:
+        conversation(engine, ["Hello!"])
+        other = [{"role": "system", "content": "Answer only in capital letters."}, {"role": "user", "content": "Hello!"}]
+        text, outcome = run(engine, other)
+        assert text == run(off, other)[0]
+        assert outcome.cached_tokens <= 3  # "<|im_start|>system\n" at most
+    finally:
+        engine.close()
+
+
+def test_a_reply_cut_by_a_stop_sequence_or_by_the_client_stays_exact(on, off):
+    base = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Describe the sea in a few words."}]
+    for cut in ({"stop_after": 3}, {"max_tokens": 4}):
+        text, _ = run(on, base, **cut)
+        # the client sends back only what it received, maybe stripped: not the tokens the cache holds
+        follow = base + [{"role": "assistant", "content": text.rstrip()}, {"role": "user", "content": "Go on."}]
+        got, outcome = run(on, follow)
+        assert got == run(off, follow)[0]
+        assert outcome.cached_tokens > 0
+
+
+def test_a_cancelled_generation_leaves_no_state_that_changes_the_next_answer(on, off):
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Tell me about cats."}]
+    run(on, messages, stop_after=2)  # the client left after two pieces
+    assert run(on, messages)[0] == run(off, messages)[0]
+
+
+def test_prompt_evaluation_stops_within_a_batch_when_told_to(on, off):
+    long_system = SYSTEM * 6  # several batches of 128 tokens
+    messages = [{"role": "system", "content": long_system}, {"role": "user", "content": "Hi"}]
+    calls = []
+
+    def keep_going() -> bool:
+        calls.append(1)
+        return False
+
+    outcome = on.generate(FORMAT.render(messages), SamplingParams(max_tokens=8, temperature=0), lambda _: True,
+                          scope="k", keep_going=keep_going)
+    assert outcome.completion_tokens == 0 and len(calls) == 1
+    assert max(len(c.tokens) for c in on.contexts) <= 128  # one batch evaluated, not the whole prompt
+    assert run(on, messages)[0] == run(off, messages)[0]  # and what it left is a usable prefix
+
+
+def test_the_window_is_checked_before_any_evaluation_and_reached_exactly():
+    engine = make_engine(PrefixCache(slots=2), n_ctx=256)
+    try:
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Tell a long story."}]
+        _, first = run(engine, messages, max_tokens=None)
+        assert (first.finish_reason, first.limit) == ("length", "context")
+        assert first.prompt_tokens + first.completion_tokens == 256
+        _, again = run(engine, messages, max_tokens=None)  # with reuse, the window still ends exactly there
+        assert again.cached_tokens > 0 and again.prompt_tokens + again.completion_tokens == 256
+        from errors import ContextLengthExceeded
+
+        with pytest.raises(ContextLengthExceeded, match=rf"requested {first.prompt_tokens + 250} tokens"):
+            run(engine, messages, max_tokens=250)
+        with pytest.raises(ContextLengthExceeded, match="prompt alone"):
+            run(engine, [{"role": "user", "content": "word " * 300}])
+    finally:
+        engine.close()
+
+
+def test_cached_prefixes_stay_within_one_key_unless_sharing_is_on(off):
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Name a fruit."}]
+    expected = run(off, messages)[0]
+    for share, cached_for_other_key in ((False, 0), (True, None)):
+        engine = make_engine(PrefixCache(slots=2, share=share))
+        try:
+            run(engine, messages, scope="alice")
+            text, outcome = run(engine, messages, scope="bob")
+            assert text == expected
+            if cached_for_other_key is not None:
+                assert outcome.cached_tokens == cached_for_other_key
+            else:
+                assert outcome.cached_tokens > 0
+        finally:
+            engine.close()
+
+
+def test_conversations_taking_turns_each_keep_their_context(off):
+    engine = make_engine(PrefixCache(slots=3))
+    try:
+        chats = [[{"role": "system", "content": SYSTEM}] for _ in range(3)]
+        questions = [["Hi, I am Ann.", "What is my name?"], ["Hi, I am Bob.", "What is my name?"], ["Hi, I am Cy.", "What is my name?"]]
+        for turn in range(2):
+            for chat, asked in zip(chats, questions):
+                chat.append({"role": "user", "content": asked[turn]})
+                text, outcome = run(engine, chat)
+                assert text == run(off, chat)[0]
+                if turn == 1:
+                    assert outcome.cached_tokens >= outcome.prompt_tokens - 20  # only the new turn was evaluated
+                chat.append({"role": "assistant", "content": text})
+        assert len(engine.contexts) == 3
+    finally:
+        engine.close()
+
+
+def test_memory_stays_within_prefix_cache_mb():
+    per_context_mb = kv_bytes_per_token(MODEL.path) * N_CTX / 2**20
+    budget_mb = int(per_context_mb * 2) + 1  # room for two contexts, not three
+    process = psutil.Process()
+    engine = make_engine(PrefixCache(slots=8, max_mb=budget_mb))
+    try:
+        assert engine.max_contexts == 2
+        before = process.memory_full_info().uss
+        for name in ("Ann", "Bob", "Cy", "Dee"):
+            conversation(engine, [f"Hi, I am {name}. " * 40, "Who am I?"])
+        assert len(engine.contexts) == 2
+        grown_mb = (process.memory_full_info().uss - before) / 2**20
+        assert grown_mb <= budget_mb, f"USS grew {grown_mb:.1f} MB with a {budget_mb} MB budget"
+    finally:
+        engine.close()
+
+
+def test_a_reloaded_model_starts_with_an_empty_cache(off):
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Name a tree."}]
+    engine = make_engine(PrefixCache())
+    run(engine, messages)
+    engine.close()
+    engine = make_engine(PrefixCache())
+    try:
+        text, outcome = run(engine, messages)
+        assert outcome.cached_tokens == 0 and text == run(off, messages)[0]
+    finally:
+        engine.close()

@@ -28,15 +28,21 @@ class ServerError(Exception):
     type = "server_error"
     code: str | None = "internal_error"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None, detail: str | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.detail = detail  # for the server log only: never sent to a client
         if code is not None:
             self.code = code
 
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+    def body(self, request_id: str | None = None) -> dict:
+        """The envelope; a 5xx names `request_id`, which the server log names too."""
+        message = self.message if request_id is None or self.status < 500 else self.message_with_id(request_id)
+        return {"error": {"message": message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def message_with_id(self, request_id: str) -> str:
+        return f"{self.message} (request {request_id})"
 
     def headers(self) -> dict[str, str]:
         return {}
@@ -130,4 +136,9 @@ class ModelLoadFailed(ServerError):
 
 
 class EngineFailure(ServerError):
+    """The message is stable; what the engine raised is `detail` (and `__cause__`), for the log only."""
+
     code = "engine_error"
+
+    def message_with_id(self, request_id: str) -> str:
+        return f"{self.message}; see the server log for request {request_id}"

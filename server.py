@@ -23,7 +23,7 @@ from api import errors as api_errors
 from api.generation import GenerationService
 from api.http import add_data_headers, is_json
 from api.protocol import ModelCard
-from data.training_store import TrainingStore
+from data.training_store import FolderInUse, TrainingStore, claim_folder
 from metrics import Metrics
 from models.interfaces import ChatEngine, PrefixCache
 from models.registry import ModelRegistry, ModelRegistryError
@@ -84,6 +84,9 @@ def create_app(
     observability.install(app)  # /metrics, /status, request counting, scheduler listeners
     docs.install(app)  # /openapi.json, /docs, /redoc (offline)
     if mount_ui:
+        from gradio_ui import use_temp_dir
+
+        use_temp_dir(settings.training_data_dir.parent / "gradio")  # before Gradio is imported: not /tmp/gradio
         from gradio_ui.chat_app import mount_chat_ui  # Gradio takes seconds to import
         from gradio_ui.scheduler_backend import SchedulerChatBackend
 
@@ -147,9 +150,10 @@ def _build_context(ctx, settings: Settings, chat_engine_factory: ChatEngineFacto
     )
     ctx.training = TrainingStore(settings.training_data_dir)
     ctx.extra_model_cards = [ModelCard(id=settings.embedding_model, created=int(time.time()), owned_by="sentence-transformers")]
-    ctx.health_checks = [lambda: {"embedding_model": settings.embedding_model, "embedding_state": ctx.embeddings.state}]
+    ctx.health_checks = [lambda: system.embedding_health(settings.embedding_model, ctx.embeddings)]
     ctx.default_model = None
-    ctx.startup_error = None
+    ctx.startup_error = None  # why there is no default model: the detail, for the log and /metrics
+    ctx.startup_reason = None  # the same, short and without paths, for /health
     ctx.draining = None
     ctx.metrics = Metrics()  # one registry per app; observability.install subscribes it
 
@@ -163,7 +167,7 @@ def _install_lifecycle(app: Sanic, settings: Settings) -> None:
         try:
             ctx.default_model = ctx.registry.default().id
         except ModelRegistryError as exc:
-            ctx.startup_error = str(exc)
+            ctx.startup_error, ctx.startup_reason = str(exc), exc.reason
             log.error("no default chat model: %s", exc)
         await ctx.scheduler.start(preload=ctx.default_model)
         await ctx.embeddings.start()
@@ -197,6 +201,11 @@ def main() -> None:
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
+        sys.exit(f"error: {exc}")
+    try:
+        # Held until this process ends: a second server on the same folder would lose examples.
+        claim_folder(settings.training_data_dir)
+    except FolderInUse as exc:
         sys.exit(f"error: {exc}")
     settings, generated_key = settings.with_generated_key()
     if generated_key:

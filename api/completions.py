@@ -181,7 +181,7 @@ async def _stream(
         if include_usage:
             await response.send(sse_data(usage_chunk(_usage(jobs, n))))
     except ServerError as exc:
-        await response.send(sse_error(exc))
+        await response.send(sse_error(exc, request))
     finally:
         await events.aclose()
     await response.send(DONE)

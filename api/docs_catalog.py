@@ -94,7 +94,8 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
         protected=False, response_example={
             "status": "ok", "model": "SmolLM2-135M-Instruct.Q4_1.gguf", "model_state": "ready",
             "embedding_model": "all-MiniLM-L6-v2", "embedding_state": "ready"},
-        other_responses={503: ("A model is still loading, or failed to load (then `error` says why)", {
+        other_responses={503: ("A model is still loading, or failed (then `error` or `embedding_error` gives a short "
+                                "reason; the detail is in `/metrics`, behind the key)", {
             "status": "loading", "model": "SmolLM2-135M-Instruct.Q4_1.gguf", "model_state": "loading",
             "embedding_model": "all-MiniLM-L6-v2", "embedding_state": "ready"})}),
     ("GET", "/v1/models"): Endpoint("List models", "OpenAI", "listModels", "The local `.gguf` chat models and the embedding model.",

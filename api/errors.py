@@ -3,11 +3,16 @@
 Our own tree (`errors.py`) carries status, type and code; Sanic's routing and protocol errors
 (404, 405, 413, 431, a malformed request) and pydantic's validation errors are translated into it.
 Anything else is a 500 whose body says nothing about the internals; the traceback goes to the log.
+
+Every response carries `X-Request-ID` (made here, never taken from the client, so that an id in the
+log is always this server's own); a 5xx body names it too, and the log line with the detail
+(an engine's exception, a traceback) names it, so a user's report leads to the cause.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 
 from pydantic import ValidationError
 from sanic import Request, Sanic
@@ -55,16 +60,33 @@ def to_server_error(exc: BaseException) -> errors.ServerError:
         error = errors.InvalidRequest(_sanic_message(exc))
         error.status = exc.status_code
         return error
-    log.error("unhandled error", exc_info=exc)
-    return errors.ServerError("The server had an error while processing your request.")
+    error = errors.ServerError("The server had an error while processing your request.", detail="unhandled error")
+    error.__cause__ = exc
+    return error
 
 
-def error_response(exc: BaseException) -> HTTPResponse:
+def request_id(request: Request) -> str:
+    """This request's id: made on first use, the same for its log lines, its header and its error body."""
+    rid = getattr(request.ctx, "request_id", None)
+    if rid is None:
+        rid = request.ctx.request_id = uuid.uuid4().hex
+    return rid
+
+
+def error_body(error: errors.ServerError, request: Request | None) -> dict:
+    """The envelope for `error`; a 5xx's detail goes to the log under the request id that the body names."""
+    rid = request_id(request) if request is not None else None
+    if error.status >= 500 and (error.detail or error.__cause__ is not None):
+        log.error("request %s: %s: %s", rid, type(error).__name__, error.detail or error.message, exc_info=error.__cause__)
+    return error.body(rid)
+
+
+def error_response(exc: BaseException, request: Request | None = None) -> HTTPResponse:
     error = to_server_error(exc)
     headers = error.headers()
     if isinstance(exc, sanic_exc.MethodNotAllowed) and "Allow" in (exc.headers or {}):
         headers = {**headers, "Allow": exc.headers["Allow"]}  # a 405 names the methods that are allowed
-    return json(error.body(), status=error.status, headers=headers)
+    return json(error_body(error, request), status=error.status, headers=headers)
 
 
 def _sanic_message(exc: Exception) -> str:
@@ -77,4 +99,12 @@ def _sanic_message(exc: Exception) -> str:
 def install(app: Sanic) -> None:
     @app.exception(Exception)
     async def _handle(request: Request, exc: Exception) -> HTTPResponse:
-        return error_response(exc)
+        return error_response(exc, request)
+
+    @app.on_request(priority=10_000)  # first of all, so that every later log line can name it
+    async def assign_request_id(request: Request) -> None:
+        request_id(request)
+
+    @app.on_response(priority=10_000)
+    async def send_request_id(request: Request, response) -> None:
+        response.headers["X-Request-ID"] = request_id(request)

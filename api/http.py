@@ -9,7 +9,7 @@ from pydantic import BaseModel, ValidationError
 from sanic import Request
 from sanic.response import HTTPResponse
 
-from api.errors import from_validation_error
+from api.errors import error_body, from_validation_error
 from errors import InvalidRequest, ServerError, UnsupportedMediaType
 from scheduler.jobs import GenerationJob
 
@@ -66,8 +66,8 @@ def sse_data(body: BaseModel | dict) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-def sse_error(exc: ServerError) -> bytes:
-    return sse_data(exc.body())
+def sse_error(exc: ServerError, request: Request | None = None) -> bytes:
+    return sse_data(error_body(exc, request))
 
 
 def timing_headers(jobs: list[GenerationJob]) -> dict[str, str]:

@@ -23,7 +23,7 @@ from sanic.response import HTTPResponse
 from sanic_ext import openapi
 
 from api.http import json_response
-from api.system import VERSION
+from api.system import VERSION, health_detail
 from errors import NotFound
 from metrics import Metrics, build_snapshot
 from metrics.registry import UNMATCHED
@@ -79,7 +79,8 @@ async def metrics(request: Request) -> HTTPResponse:
         encode, content_type = choose_encoder(request.headers.get("accept", ""))
         return HTTPResponse(encode(_metrics(request).registry), content_type=content_type)
     ctx = request.app.ctx
-    return json_response(build_snapshot(_metrics(request), default_model=ctx.default_model, version=VERSION))
+    snapshot = build_snapshot(_metrics(request), default_model=ctx.default_model, version=VERSION)
+    return json_response({**snapshot, "health": health_detail(ctx)})  # /health's states with the full reasons
 
 
 @bp.get("/status")

@@ -1,6 +1,12 @@
-"""Public system routes: `/` (what this server is) and `/health` (is the default model ready)."""
+"""Public system routes: `/` (what this server is) and `/health` (is the default model ready).
+
+`/health` is public, so it says only states and short, stable reasons: no paths, no loader or
+exception text. The detail is in the log and, behind the key, in `/metrics` (`health_detail`).
+"""
 
 from __future__ import annotations
+
+import os
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
@@ -40,16 +46,49 @@ async def index(request: Request) -> HTTPResponse:
     )
 
 
+MODEL_LOAD_FAILED = "the default model failed to load"
+NO_DEFAULT_MODEL = "no default model"
+
+
+def _model_health(ctx) -> tuple[str, str | None, str | None]:
+    """The default model's state, a short stable reason (public), and the detail (log and /metrics only)."""
+    name = ctx.default_model
+    if not name:
+        return "failed", getattr(ctx, "startup_reason", None) or NO_DEFAULT_MODEL, ctx.startup_error
+    state, detail = ctx.scheduler.model_state(name)
+    if state == "unloaded":  # evicted for another model; it loads again on demand
+        state = "ready"
+    return state, MODEL_LOAD_FAILED if state == "failed" else None, detail
+
+
+def public_name(name: str) -> str:
+    """A model named by an absolute path (EMBEDDING_MODEL may be a local folder) shows only its last part."""
+    return os.path.basename(name.rstrip("/")) if os.path.isabs(name) else name
+
+
+def embedding_health(name: str, service) -> dict:
+    body = {"embedding_model": public_name(name), "embedding_state": service.state}
+    if service.state == "failed":
+        body["embedding_error"] = service.reason or "the embedding model failed"
+    return body
+
+
+def health_detail(ctx) -> dict:
+    """What `/health` says, with the full reasons (paths, loader errors): for `/metrics`, behind the key."""
+    state, _, detail = _model_health(ctx)
+    embeddings = ctx.embeddings
+    return {"model": ctx.default_model, "model_state": state, "model_error": detail,
+            "embedding_model": ctx.settings.embedding_model, "embedding_state": embeddings.state,
+            "embedding_error": embeddings.error}
+
+
 @bp.get("/health")
 async def health(request: Request) -> HTTPResponse:
     ctx = request.app.ctx
-    name = ctx.default_model
-    state, error = ctx.scheduler.model_state(name) if name else ("failed", ctx.startup_error)
-    if state == "unloaded":  # evicted for another model; it loads again on demand
-        state = "ready"
-    body = {"status": "ok", "model": name, "model_state": state}
-    if error:
-        body["error"] = error
+    state, reason, _ = _model_health(ctx)
+    body = {"status": "ok", "model": ctx.default_model, "model_state": state}
+    if reason:
+        body["error"] = reason
     for check in ctx.health_checks:
         body.update(check())
     states = [v for k, v in body.items() if k.endswith("_state")]

@@ -5,6 +5,8 @@ handler when its client disconnects (the generation scheduler relies on that). `
 
 - routes `prefix` (a redirect to `prefix/`, as a page with relative links needs), `prefix/` and
   `prefix/<path>`, for every method, to the ASGI app; the app sees the full path (root_path "");
+- with `allow`, forwards only the (method, path pattern) pairs it lists and answers 404 (Sanic's
+  `NotFound`, so the app's usual 404) for any other; HEAD counts as GET;
 - hands the app the request body in one `http.request` message, and `http.disconnect` once the
   client has gone (Sanic cancels the handler) or the response is complete;
 - streams a response chunk by chunk, so SSE flows at once; a response complete in its first body
@@ -18,14 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+import re
+from typing import Any, Awaitable, Callable, Iterable
 from urllib.parse import unquote
 
 from sanic import Request, Sanic
 from sanic.compat import Header
+from sanic.exceptions import NotFound
 from sanic.response import HTTPResponse, redirect
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+# (method, regular expression that the whole path below the prefix must match), e.g. ("GET", r"/assets/[\w.-]+")
+AllowedRoute = tuple[str, str]
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 DISCONNECT_GRACE_S = 1.0  # time the app gets to end by itself after `http.disconnect`
@@ -34,14 +40,20 @@ HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding"}
 log = logging.getLogger(__name__)
 
 
-def mount_asgi(app: Sanic, prefix: str, asgi_app: ASGIApp, *, headers: dict[str, str] | None = None) -> None:
+def mount_asgi(
+    app: Sanic, prefix: str, asgi_app: ASGIApp, *, headers: dict[str, str] | None = None,
+    allow: Iterable[AllowedRoute] | None = None,
+) -> None:
     """Route `prefix`, `prefix/` and `prefix/<path>` of `app` to `asgi_app` and drive its lifespan.
 
-    `headers` (e.g. security headers) are added to every response of the app that does not set them."""
+    `headers` (e.g. security headers) are added to every response of the app that does not set them.
+    `allow` (None: everything) lists the only requests forwarded, as (method, pattern) pairs; a
+    pattern must match the whole decoded path below `prefix` (`/` for `prefix/`). Any other request,
+    and any path with a `..` segment, is answered 404 without reaching the app."""
     prefix = "/" + prefix.strip("/")
     if prefix == "/":
         raise ValueError("mount_asgi needs a non-root prefix such as '/chat'")
-    mount = Mount(prefix, asgi_app, headers or {})
+    mount = Mount(prefix, asgi_app, headers or {}, allow)
     name = "asgi" + prefix.replace("/", "_")
     for uri, handler, suffix in (
         (prefix, mount.redirect, "redirect"),
@@ -66,10 +78,14 @@ def hide_from_openapi(handler: Callable) -> Callable:
 class Mount:
     """One ASGI app under one prefix: its routes' handlers and its lifespan listeners."""
 
-    def __init__(self, prefix: str, asgi_app: ASGIApp, headers: dict[str, str] | None = None):
+    def __init__(
+        self, prefix: str, asgi_app: ASGIApp, headers: dict[str, str] | None = None,
+        allow: Iterable[AllowedRoute] | None = None,
+    ):
         self.prefix = prefix
         self.app = asgi_app
         self.headers = headers or {}
+        self.allow = None if allow is None else [(method.upper(), re.compile(pattern)) for method, pattern in allow]
         self.lifespan = Lifespan(asgi_app)
         self.open: set[Exchange] = set()
 
@@ -77,7 +93,19 @@ class Mount:
         query = f"?{request.query_string}" if request.query_string else ""
         return redirect(self.prefix + "/" + query, status=307)
 
+    def allows(self, method: str, path: str) -> bool:
+        """Whether `method` on `path` (the decoded full path) may reach the app."""
+        if self.allow is None:
+            return True
+        below = path[len(self.prefix):]
+        if ".." in below.split("/"):
+            return False
+        method = "GET" if method == "HEAD" else method
+        return any(m == method and pattern.fullmatch(below) for m, pattern in self.allow)
+
     async def forward(self, request: Request, **_: Any) -> HTTPResponse | None:
+        if not self.allows(request.method, unquote(request.path)):
+            raise NotFound(f"Requested URL {request.path} not found")
         exchange = Exchange(request, self.headers)
         self.open.add(exchange)
         try:

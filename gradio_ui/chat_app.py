@@ -21,6 +21,10 @@ from typing import Any
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if "GRADIO_TEMP_DIR" not in os.environ:  # the server sets it from its settings (gradio_ui.use_temp_dir)
+    from gradio_ui import DEFAULT_TEMP_DIR, use_temp_dir
+
+    use_temp_dir(DEFAULT_TEMP_DIR)
 
 from contextlib import aclosing  # noqa: E402
 
@@ -157,6 +161,8 @@ def make_responder(backend: ChatBackend):
         except Exception as exc:  # noqa: BLE001 - every failure becomes a readable message
             if not isinstance(exc, ServerError):
                 log.exception("chat UI generation failed")
+            elif exc.detail:  # e.g. what the engine raised: for the log only, the notice has the stable message
+                log.error("chat UI generation failed: %s", exc.detail, exc_info=exc.__cause__)
             answer = [{"role": "assistant", "content": text}] if text else []
             yield chat + answer + [notice(exc)]
 
@@ -166,9 +172,16 @@ def make_responder(backend: ChatBackend):
 def build_chat_ui(backend: ChatBackend, *, default_api_key: str = "") -> gr.Blocks:
     """The chat page; it calls nothing but `backend`, and only once the server runs."""
 
-    def model_choices():  # on each page load, so the backend may be set up by server listeners
+    def model_choices(key: str, current: str | None = None):
+        """The model list, for a valid key only (`/v1/models` asks the key too); asked at page load
+        (a pre-filled DEFAULT_API_KEY) and when the key changes, so the backend is set up by then."""
+        try:
+            backend.check_key((key or "").strip())
+        except AuthenticationFailed:
+            return gr.update(choices=[], value=None)
         models, default = backend.chat_models(), backend.default_model()
-        return gr.update(choices=models, value=default if default in models else None)
+        value = current if current in models else default if default in models else None
+        return gr.update(choices=models, value=value)
 
     with gr.Blocks(title="Local LLM chat", analytics_enabled=False) as ui:
         with gr.Row():
@@ -207,8 +220,10 @@ def build_chat_ui(backend: ChatBackend, *, default_api_key: str = "") -> gr.Bloc
         lockable = [prompt, send, retry]
         respond = make_responder(backend)
         respond_inputs = [chatbot, api_key, model, system, temperature, max_tokens]
-        # The page's own events, not a public Gradio API; queue=False for the quick steps.
-        private, quick = {"api_visibility": "private"}, {"api_visibility": "private", "queue": False}
+        # The page's own events, not a public Gradio API. All go through Gradio's queue, the one
+        # event route the bridge lets through (queue=False events would need /gradio_api/run/...).
+        private = {"api_visibility": "private"}
+        quick = {**private, "concurrency_limit": None, "show_progress": "hidden"}
         generations = []
         for trigger, step, inputs in (
             (prompt.submit, add_user_message, [prompt, chatbot]),
@@ -224,9 +239,25 @@ def build_chat_ui(backend: ChatBackend, *, default_api_key: str = "") -> gr.Bloc
         stop.click(unlocked, None, lockable, cancels=generations, **quick)
         for trigger in (clear.click, chatbot.clear):  # the chatbot's own trash icon clears too
             trigger(clear_chat, None, [*lockable, chatbot], cancels=generations, **quick)
-        ui.load(model_choices, None, model, **quick)
+        ui.load(model_choices, [api_key, model], model, **quick)
+        api_key.change(model_choices, [api_key, model], model, trigger_mode="always_last", **quick)
     return ui
 
+
+# The only requests of Gradio's app that the bridge forwards (method, path below /chat); any other
+# answers 404. They are what the page asks while it loads, chats, and is stopped, retried and cleared
+# (recorded in headless Chromium): no uploads, no `file=`/`proxy=` fetches, no /call, /run or /info.
+PAGE_ROUTES = (
+    ("GET", r"/"),  # the page; its config is inlined
+    ("GET", r"/config"),  # the same config as JSON, for scripts (not asked by the page)
+    ("GET", r"/theme\.css"),
+    ("GET", r"/assets/[\w.-]+"),  # JS and CSS bundles (a flat folder)
+    ("GET", r"/static/[\w.-]+(?:/[\w.-]+)*"),  # fonts, iframeResizer
+    ("POST", r"/gradio_api/queue/join"),  # every event of the page
+    ("GET", r"/gradio_api/queue/data"),  # their results (SSE)
+    ("POST", r"/gradio_api/cancel"),  # Stop, Clear
+    ("POST", r"/gradio_api/reset"),  # Stop (a no-op in Gradio 6, but the page asks it)
+)
 
 # Added to every /chat response that lacks them. No full CSP: Gradio's page needs inline scripts and styles.
 SECURITY_HEADERS = {
@@ -249,13 +280,13 @@ def mount_chat_ui(
         footer_links=[],
         run_history=False,
         ssr_mode=False,
-        max_file_size=0,  # the page uploads nothing; refuse uploads to Gradio's temp folder
+        max_file_size=0,  # the page uploads nothing (and the bridge forwards no upload route)
     )
     # Gradio's queue polls every 1 ms when idle (~900 event-loop wake-ups a second, ~5% of a core
     # taken from generation); 20 ms still starts a UI event well within a human's notice.
     blocks._queue.sleep_when_free = 0.02
     blocks._queue.progress_update_sleep_when_free = 0.1
-    mount_asgi(app, path, asgi_app, headers=SECURITY_HEADERS)
+    mount_asgi(app, path, asgi_app, headers=SECURITY_HEADERS, allow=PAGE_ROUTES)
 
     async def stop_gradio_queue(_app: Sanic) -> None:
         blocks.close(verbose=False)  # ends the queue's loops; the ASGI lifespan leaves them running

@@ -36,7 +36,14 @@ KEPT_VERDICTS = 32
 
 
 class ModelRegistryError(RuntimeError):
-    """MODELS_DIR / MODEL_NAME do not name one usable default model."""
+    """MODELS_DIR / MODEL_NAME do not name one usable default model.
+
+    The message is for the log (it names the folder); `reason` is short, stable and names no path (for /health).
+    """
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 class ModelRegistry:
@@ -60,9 +67,11 @@ class ModelRegistry:
         if len(files) == 1:
             return files[0]
         if not files:
-            raise ModelRegistryError(f"no .gguf model in {self.models_dir.resolve()}; run `make run` or copy one in")
+            raise ModelRegistryError(f"no .gguf model in {self.models_dir.resolve()}; run `make run` or copy one in",
+                                     "no .gguf model in MODELS_DIR")
         names = ", ".join(f.id for f in files)
-        raise ModelRegistryError(f"{len(files)} models in {self.models_dir}: {names}; set MODEL_NAME to one of them")
+        raise ModelRegistryError(f"{len(files)} models in {self.models_dir}: {names}; set MODEL_NAME to one of them",
+                                 "several .gguf models in MODELS_DIR and no MODEL_NAME to choose one")
 
     def get(self, name: str) -> ModelFile:
         """Look a model up by file name, with or without the `.gguf` suffix."""

@@ -18,14 +18,16 @@ executor the model runs on. Rules:
   in the very next batch instead of waiting for all 2000. Rows are written back by index, so
   each caller gets its rows in input order however its inputs were split.
 * **Every future is resolved.** A failing batch fails each of its requests with EngineFailure
-  (type and message, no traceback) and the worker carries on. `stop()` answers every waiter,
+  (a stable message; the engine's type and message are its `detail`, for the log) and the worker carries on. `stop()` answers every waiter,
   queued or in flight, with Unavailable. A waiter whose task is cancelled (client gone) is
   removed at once, so its not-yet-batched inputs never reach `encode`.
 * **Bounded.** More than `max_queue` inputs waiting raises QueueFull at once (429).
 
 Observability: `batch_listeners` are called with (batch_size, seconds of encode) after every
 batch, `queue_listeners` with the seconds a request waited before its first input entered a
-batch; `queue_depth`, `busy` and the counters are plain properties/attributes.
+batch; `queue_depth`, `busy` and the counters are plain properties/attributes. If the worker
+ever dies of a bug it is not restarted (its state may be broken): `died` holds the exception and
+`death_listeners` are called with it, so the owner can report the service failed.
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ class EmbeddingBatcher:
         self._executor = executor
         self.batch_listeners: list[Callable[[int, float], None]] = []
         self.queue_listeners: list[Callable[[float], None]] = []
+        self.death_listeners: list[Callable[[BaseException], None]] = []  # told if the worker dies of a bug
+        self.died: BaseException | None = None  # what killed the worker; it is not restarted
         self.batches_run = 0
         self.rejected = 0  # requests answered 429
         self.cancelled = 0  # requests whose client left before their rows were ready
@@ -255,7 +259,8 @@ class EmbeddingBatcher:
             # First line only: engines sometimes embed a whole traceback in their message.
             detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             message = f"embedding failed: {type(exc).__name__}" + (f": {detail}" if detail else "")
-            self._fail_parts(parts, lambda: EngineFailure(message))
+            # The engine's words go to the log only (api/errors.py, under the request id): they may name paths.
+            self._fail_parts(parts, lambda: EngineFailure("the embedding model failed on this batch", detail=message))
         else:
             self._deliver(parts, rows, counts)
             self.inputs_embedded += len(texts)
@@ -306,9 +311,12 @@ class EmbeddingBatcher:
 
     def _on_worker_done(self, task: asyncio.Task) -> None:
         # Last resort: if the worker ever dies of a bug, nobody may wait forever.
-        if not task.cancelled() and task.exception() is not None:
-            log.error("embedding batcher worker died", exc_info=task.exception())
+        # (stop() forgets the task before cancelling it; any other end of it is a death.)
+        if task is self._worker and (task.cancelled() or task.exception() is not None):
+            self.died = asyncio.CancelledError("the worker task was cancelled") if task.cancelled() else task.exception()
+            log.error("embedding batcher worker died", exc_info=self.died)
             self._fail_everyone(lambda: EngineFailure("the embedding worker stopped unexpectedly"))
+            self._notify(self.death_listeners, self.died)
 
     async def _on_engine_thread(self, fn, *args):
         if not self.running:

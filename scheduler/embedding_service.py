@@ -1,7 +1,9 @@
 """The embedding model's life cycle: load it in the background, then serve it through the batcher.
 
 Until the model is loaded, embedding requests get 503 (loading); if it failed to load, 500 with
-the reason. `/health` reads `state`.
+the reason; if the batcher's worker died (a bug), 503 and `state` "failed", so `/health` says 503
+too instead of "ready". `/health` reads `state` and the short, stable `reason` (no paths, no
+exception text); `error` is the detail, for the log and `/metrics`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ class EmbeddingService:
     def __init__(self, model_id: str, load_engine: Callable[[], EmbeddingEngine], make_batcher: Callable[[EmbeddingEngine], EmbeddingBatcher]):
         self.model_id = model_id
         self.state = "loading"
-        self.error: str | None = None
+        self.error: str | None = None  # the detail: for the log and /metrics
+        self.reason: str | None = None  # short and stable: for /health
         self.batcher: EmbeddingBatcher | None = None
         self.batch_listeners: list[Callable] = []  # handed to the batcher once it exists
         self.queue_listeners: list[Callable] = []
@@ -38,15 +41,25 @@ class EmbeddingService:
             batcher = self._make_batcher(engine)
             batcher.batch_listeners.extend(self.batch_listeners)
             batcher.queue_listeners.extend(self.queue_listeners)
+            batcher.death_listeners.append(self._worker_died)
             await batcher.start()
         except Exception as exc:
             self.state = "failed"
             self.error = exc.message if isinstance(exc, ServerError) else f"{type(exc).__name__}: {exc}"
+            self.reason = "the embedding model failed to load"
             log.error("embedding model %s failed to load: %s", self.model_id, self.error)
             return
         self.batcher, self.state = batcher, "ready"
 
+    def _worker_died(self, exc: BaseException) -> None:
+        self.state, self.reason = "failed", "the embedding worker stopped"
+        self.error = f"the embedding worker died: {type(exc).__name__}: {exc}"
+
     def require(self) -> EmbeddingBatcher:
+        if self.batcher is not None and self.batcher.died is not None:
+            raise Unavailable(
+                f"the embedding model {self.model_id} is out of service (its worker stopped); restart the server"
+            )
         if self.batcher is not None:
             return self.batcher
         if self.state == "failed":

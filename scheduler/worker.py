@@ -63,6 +63,8 @@ class ModelWorker:
             self.state, self.load_error = "failed", exc
         except Exception as exc:  # anything else the native loader raises
             self.state, self.load_error = "failed", ModelLoadFailed(f"could not load {self.model}: {exc}")
+        if self.load_error is not None:
+            log.error("model %s failed to load: %s", self.model, self.load_error.message)
         while True:
             if self.queue.empty():
                 self.idle.set()
@@ -112,7 +114,12 @@ class ModelWorker:
             job.finish(error=exc)
             return
         except Exception as exc:
-            job.finish(error=EngineFailure(f"generation failed in {self.model}: {type(exc).__name__}: {exc}"))
+            # What the engine said stays in the log (api/errors.py logs it under the request id): it may
+            # name files, addresses or internals. The client gets a stable message and that id.
+            failure = EngineFailure("the model failed during generation",
+                                    detail=f"generation failed in {self.model}: {type(exc).__name__}: {exc}")
+            failure.__cause__ = exc
+            job.finish(error=failure)
             return
         if not reason and outcome.completion_tokens == 0 and not keep_going():  # stopped during the prompt
             reason.append("cancelled" if job.cancelled else "length")

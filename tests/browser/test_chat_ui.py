@@ -45,18 +45,33 @@ def browser(chat_server):  # depends on the server so that it closes first
 
 @pytest.fixture
 def page(chat_server, browser):
-    """A fresh page (new Gradio session) on /chat that may reach nothing but the server."""
+    """A fresh page (new Gradio session) on /chat that may reach nothing but the server, with the
+    key entered (the models are listed only then)."""
     base_url, _ = chat_server
     with offline_context(browser, base_url) as (page, log):
         started = time.monotonic()
         page.goto(base_url + "/chat")  # the bridge redirects to /chat/
         page.wait_for_selector("#prompt textarea", timeout=15_000)
-        page.wait_for_function("document.querySelector('#model input').value !== ''", timeout=5_000)
         assert page.url == base_url + "/chat/"
         assert time.monotonic() - started < 10, "the page loads slowly: something waits on the network?"
+        enter_key(page)
         yield page
     assert log.outside == [], f"the page tried to reach outside the server: {log.outside}"
     assert [e for e in log.errors if "favicon" not in e and "404" not in e] == [], log.errors
+
+
+def enter_key(page, key: str = "sk-test") -> None:
+    """Type the key; the model list fills in once the page has checked it."""
+    page.fill("#api-key input", key)
+    page.wait_for_function("document.querySelector('#model input').value !== ''", timeout=10_000)
+
+
+def model_options(page) -> list[str]:
+    page.locator("#model input").click()
+    page.wait_for_timeout(300)
+    options = [o.split("\n")[-1].strip() for o in page.get_by_role("option").all_inner_texts()]
+    page.keyboard.press("Escape")
+    return options
 
 
 def send(page, text: str, key: str | None = "sk-test") -> None:
@@ -74,10 +89,31 @@ def send(page, text: str, key: str | None = "sk-test") -> None:
 
 
 
+def test_the_models_are_listed_only_for_a_valid_key(chat_server, browser):
+    base_url, _ = chat_server
+    with offline_context(browser, base_url) as (page, log):
+        page.goto(base_url + "/chat/")
+        page.wait_for_selector("#model input", timeout=15_000)
+        key = page.locator("#api-key input")
+        assert key.get_attribute("type") == "password"
+        assert key.input_value() == ""  # DEFAULT_API_KEY unset: nothing pre-filled
+        page.wait_for_timeout(1500)  # the page's load event has run by now
+        assert page.locator("#model input").input_value() == "" and model_options(page) == []
+        assert "fake-chat" not in page.content()
+        page.fill("#api-key input", "sk-wrong")
+        page.wait_for_timeout(1500)
+        assert page.locator("#model input").input_value() == "" and model_options(page) == []
+        enter_key(page)
+        assert page.locator("#model input").input_value() == "fake-chat-1"
+        assert model_options(page) == ["fake-chat-1", "fake-chat-2"]
+        page.fill("#api-key input", "")  # the list goes with the key
+        page.wait_for_function("document.querySelector('#model input').value === ''", timeout=10_000)
+    assert log.outside == [], log.outside
+
+
 def test_page_offers_key_settings_and_defaults(page):
     key = page.locator("#api-key input")
     assert key.get_attribute("type") == "password"
-    assert key.input_value() == ""  # DEFAULT_API_KEY unset: nothing pre-filled
     assert page.locator("#model input").input_value() == "fake-chat-1"
     assert page.locator("#system textarea").input_value() == "You are a helpful assistant."
     assert page.locator("#temperature input[type=number]").input_value() == "0.7"

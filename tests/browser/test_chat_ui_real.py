@@ -110,15 +110,19 @@ def browser(server):  # depends on the server so that it closes first
 
 @pytest.fixture
 def page(server, browser):
-    """A fresh page (new Gradio session) on /chat that may reach nothing but the server."""
+    """A fresh page (new Gradio session) on /chat that may reach nothing but the server, with the
+    key entered: the page lists the models only for a valid key."""
     wait_idle(server)
     with offline_context(browser, server.base_url) as (page, log):
         page.set_default_timeout(60_000)
         page.goto(server.base_url + "/chat", timeout=120_000)  # the server redirects to /chat/
         page.wait_for_selector("#prompt textarea", timeout=120_000)
+        page.wait_for_selector("#api-key input", timeout=120_000)
+        assert page.url == server.base_url + "/chat/"
+        assert page.locator("#api-key input").input_value() == ""  # DEFAULT_API_KEY unset: nothing pre-filled
+        page.fill("#api-key input", API_KEY)
         # (`?.`: on a slow machine the prompt can render before the model field exists)
         page.wait_for_function("(document.querySelector('#model input')?.value || '') !== ''", timeout=120_000)
-        assert page.url == server.base_url + "/chat/"
         yield page
     assert log.outside == [], f"the page tried to reach outside the server: {log.outside}"
     assert [e for e in log.errors if "favicon" not in e and "404" not in e] == [], log.errors
@@ -165,8 +169,7 @@ def test_chat_redirects_and_the_page_offers_the_real_models(server, page):
     assert default_model in [m["id"] for m in listed["data"]]
 
     key = page.locator("#api-key input")
-    assert key.get_attribute("type") == "password"
-    assert key.input_value() == ""  # DEFAULT_API_KEY unset: nothing pre-filled
+    assert key.get_attribute("type") == "password"  # (the fixture saw it empty, then typed the key)
     assert page.locator("#model input").input_value() == default_model
     page.locator("#model input").click()
     options = [o.split("\n")[-1].strip() for o in page.get_by_role("option").all_inner_texts()]  # "✓\nname"
@@ -390,24 +393,16 @@ def via_queue(client: httpx.Client, fn_index: int, data: list) -> str:
     raise AssertionError("the queue stream ended without a result")
 
 
-def via_call(client: httpx.Client, api_name: str, data: list) -> str:
-    """Ask through /call/<api_name> (Gradio's REST API); the output as text."""
-    posted = client.post(f"/chat/gradio_api/call/{api_name}", json={"data": data})
-    if posted.status_code != 200:
-        return posted.text
-    event_id = posted.json()["event_id"]
-    out = []
-    with client.stream("GET", f"/chat/gradio_api/call/{api_name}/{event_id}") as stream:
-        for event, message in sse_events(stream):
-            out.append(json.dumps(message, ensure_ascii=False))
-            if event in ("complete", "error"):
-                break
-    return "\n".join(out)
-
-
-def via_run(client: httpx.Client, api_name: str, data: list) -> str:
-    """Ask through /run/<api_name> (Gradio's blocking endpoint); the output as text."""
-    return client.post(f"/chat/gradio_api/run/{api_name}", json={"data": data}).text
+def assert_not_routed(client: httpx.Client, api_name: str, fn_index: int, data: list) -> None:
+    """Gradio's REST API (/call, /run, /api) is not forwarded to Gradio at all: 404."""
+    for path, body in (
+        (f"/chat/gradio_api/call/{api_name}", {"data": data}),
+        (f"/chat/gradio_api/run/{api_name}", {"data": data}),
+        ("/chat/gradio_api/run/predict", {"data": data, "fn_index": fn_index}),
+        (f"/chat/gradio_api/api/{api_name}", {"data": data}),
+    ):
+        response = client.post(path, json=body)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found", (path, response.text)
 
 
 def test_gradio_http_api_cannot_generate_without_a_valid_key(server):
@@ -416,14 +411,11 @@ def test_gradio_http_api_cannot_generate_without_a_valid_key(server):
         fn_index, api_name = respond_endpoint(client)
         before = generation_state(server)
         for key in ("", None, "sk-wrong", f"Bearer {API_KEY}", API_KEY.upper()):
-            for name, ask in (
-                ("queue", lambda data: via_queue(client, fn_index, data)),
-                ("call", lambda data: via_call(client, api_name, data)),
-                ("run", lambda data: via_run(client, api_name, data)),
-            ):
-                output = ask(respond_inputs(key))
-                assert "Invalid API key" in output, (name, key, output)
-                assert "Traceback" not in output
+            output = via_queue(client, fn_index, respond_inputs(key))
+            assert "Invalid API key" in output, (key, output)
+            assert "Traceback" not in output
+            assert_not_routed(client, api_name, fn_index, respond_inputs(key))
+        assert_not_routed(client, api_name, fn_index, respond_inputs(API_KEY))
         time.sleep(1.0)  # anything wrongly started would show in the metrics by now
         assert generation_state(server) == before, "Gradio's API generated without a valid key"
 

@@ -7,7 +7,8 @@ scheduler, routes, listeners and Sanic's own signal handling and graceful shutdo
 engine is one `FakeChatEngine`; each generation takes the next queued script (a list of
 pieces), and with none queued echoes the prompt word by word. A piece is a string, or
 `{"raise": "message"}` (the engine fails there), or `{"words": N}` (N pieces `w0 `, `w1 `, ...).
-`FAKE_DELAY_S` is the pause before each piece. Embeddings use `FakeEmbeddingEngine` (no torch),
+`FAKE_DELAY_S` is the pause before each piece; `FAKE_LOAD_ERROR` makes loading the chat model
+raise a RuntimeError with that text (a native loader's failure). Embeddings use `FakeEmbeddingEngine` (no torch),
 unless `FAKE_EMBEDDINGS=real`. `MODELS_DIR` should hold a tiny metadata-only `.gguf` written by
 `write_fake_gguf` (reading the real model's 49k-token vocabulary takes seconds on a busy machine).
 
@@ -83,9 +84,16 @@ def build_app() -> Sanic:
     for script in json.loads(os.environ.get("FAKE_SCRIPTS", "[]")):
         engine.enqueue(expand(script))
     embedding_factory = None if os.environ.get("FAKE_EMBEDDINGS") == "real" else FakeEmbeddingEngine
+    load_error = os.environ.get("FAKE_LOAD_ERROR")
+
+    def load(model_id: str) -> FakeChatEngine:
+        if load_error:
+            raise RuntimeError(load_error)
+        return engine
+
     app = create_app(
         Settings.from_env(),
-        chat_engine_factory=lambda model_id: engine,
+        chat_engine_factory=load,
         embedding_engine_factory=embedding_factory,
         mount_ui=False,
     )

@@ -54,7 +54,8 @@ def test_a_runaway_template_is_refused_with_a_clear_500_while_other_requests_are
     error = error_of(refused.result(), 500)
     assert error["code"] == "model_load_failed" and name in error["message"] and reason in error["message"], error
     started = time.monotonic()  # the verdict is kept: no second render
-    assert error_of(chat(server, name), 500)["message"] == error["message"]
+    again = error_of(chat(server, name), 500)["message"]
+    assert again.split(" (request ")[0] == error["message"].split(" (request ")[0]  # a 5xx names its own request id
     assert time.monotonic() - started < 1.0
     assert httpx.get(server.base_url + "/health").status_code == 200
 

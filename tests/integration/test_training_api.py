@@ -165,6 +165,31 @@ def test_delete_then_404(http, live_server):
     assert listed(http, dataset) is None
 
 
+
+def test_a_name_differing_only_in_case_is_400(http, live_server):
+    dataset = fresh("Case")
+    ok(ingest(http, dataset, [{"prompt": "p", "response": "r"}]))
+    error = error_of(ingest(http, dataset.lower(), [{"prompt": "q", "response": "r"}]), 400)
+    assert error["param"] == "dataset" and error["code"] == "dataset_name_conflict" and dataset in error["message"]
+    assert error_of(http.get(f"/v1/training/datasets/{dataset.lower()}"), 404)["code"] == "not_found"
+    assert not (live_server.data_dir / f"{dataset.lower()}.jsonl").exists()
+    assert ok(http.get(f"/v1/training/datasets/{dataset}"))["total"] == 1
+
+
+def test_a_second_server_on_the_same_training_data_dir_exits_at_start(tmp_path, live_server, http):
+    try:
+        second = start_server(tmp_path, TRAINING_DATA_DIR=str(live_server.data_dir))
+    except RuntimeError as exc:  # start_server's report of a process that exited before it was healthy
+        message = str(exc)
+    else:
+        second.stop()
+        pytest.fail("a second server started on the TRAINING_DATA_DIR of a running one")
+    assert "server exited with 1" in message and str(live_server.data_dir) in message
+    assert "in use by another server" in message
+    dataset = fresh()  # the first one is unaffected
+    assert ok(ingest(http, dataset, [{"prompt": "p", "response": "r"}]))["inserted"] == 1
+
+
 # ---- names that could leave TRAINING_DATA_DIR ------------------------------------------------------
 
 

@@ -164,3 +164,41 @@ async def test_lifespan_follows_the_server(served):
     assert tiny.lifespan == ["lifespan.startup"]
     await server.before_stop()
     assert tiny.lifespan == ["lifespan.startup", "lifespan.shutdown"]
+
+
+@pytest_asyncio.fixture
+async def guarded():
+    """Like `served`, with an allow-list: GET /sub/ and /sub/page/<word>, POST /sub/post."""
+    tiny = TinyApp()
+    app = Sanic(f"bridge_test_{next(_names)}")
+    app.config.TOUCHUP = False
+    allow = [("GET", r"/"), ("GET", r"/page/\w+"), ("post", r"/post")]
+    mount_asgi(app, "/sub", tiny, allow=allow)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
+    await server.startup()
+    await server.before_start()
+    await server.after_start()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=5) as client:
+        yield tiny, client
+    await server.before_stop()
+    server.close()
+    await server.wait_closed()
+    await server.after_stop()
+
+
+@pytest.mark.asyncio
+async def test_an_allow_list_forwards_only_the_routes_it_lists(guarded):
+    tiny, client = guarded
+    for method, path in (("GET", "/sub/"), ("HEAD", "/sub/"), ("GET", "/sub/page/one?x=1"), ("POST", "/sub/post")):
+        assert (await client.request(method, path)).status_code == 201, (method, path)
+    assert (await client.get("/sub")).status_code == 307  # the redirect to /sub/ stays
+    for method, path in (
+        ("POST", "/sub/"), ("OPTIONS", "/sub/"), ("GET", "/sub/post"), ("PUT", "/sub/post"),
+        ("GET", "/sub/page/one/two"), ("GET", "/sub/page/"), ("GET", "/sub/pages/one"), ("GET", "/sub/other"),
+        ("GET", "/sub/page/%2E%2E"), ("GET", "/sub/page/..%2Fpost"), ("POST", "/sub/post/"),
+    ):
+        assert (await client.request(method, path)).status_code == 404, (method, path)
+    assert [(r["method"], r["path"]) for r in tiny.requests] == [
+        ("GET", "/sub/"), ("GET", "/sub/"), ("GET", "/sub/page/one"), ("POST", "/sub/post")]

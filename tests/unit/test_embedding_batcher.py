@@ -130,7 +130,8 @@ async def test_failure_reaches_every_waiter_of_the_batch_and_serving_continues()
         assert engine.batch_sizes == [1, 10]
         assert all(isinstance(r, EngineFailure) for r in results)
         assert len({id(r) for r in results}) == 5  # one exception object per waiter
-        assert "CUDA exploded" in results[0].message and "Traceback" not in results[0].message
+        assert "CUDA exploded" not in results[0].message  # the engine's words are for the log only
+        assert "CUDA exploded" in results[0].detail and "Traceback" not in results[0].detail
         rows = await batcher.embed(["after the failure"])
         np.testing.assert_allclose(rows, expected(engine, ["after the failure"]))
         assert batcher.batches_failed == 1
@@ -232,3 +233,57 @@ async def test_random_load_with_cancellations_and_failures_never_hangs():
         else:
             assert isinstance(result, (EngineFailure, asyncio.CancelledError))
     assert ok > 30 and all(s <= 16 for s in engine.batch_sizes)
+
+
+# ---- the worker task dies (a bug): the service says failed, not ready -------------------------
+
+
+async def ready_service(engine: FakeEmbeddingEngine):
+    from scheduler.embedding_service import EmbeddingService
+
+    service = EmbeddingService("fake-embedding", lambda: engine, lambda e: EmbeddingBatcher(e, max_batch=8, max_wait_ms=1))
+    await service.start()
+    await wait_until(lambda: service.state != "loading")
+    assert service.state == "ready" and service.reason is None
+    return service
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("how", ["bug", "cancelled"])
+async def test_a_dead_worker_makes_the_service_failed_and_requests_a_clear_503(how):
+    from api.system import embedding_health
+
+    engine = FakeEmbeddingEngine()
+    service = await ready_service(engine)
+    batcher = service.require()
+    try:
+        assert (await batcher.embed(["before"])).shape == (1, 8)
+        if how == "bug":
+            def broken():
+                raise RuntimeError("a bug in /opt/secret/batcher.py")
+            batcher._take_batch = broken  # the next batch kills the worker task
+            with pytest.raises(EngineFailure):  # the waiter is answered, not left hanging
+                await asyncio.wait_for(batcher.embed(["kills it"]), 5)
+        else:
+            batcher._worker.cancel()  # killed from outside, not by stop()
+            await wait_until(lambda: batcher.died is not None)
+        assert service.state == "failed"
+        assert service.reason == "the embedding worker stopped" and "/opt" not in service.reason
+        with pytest.raises(Unavailable) as info:  # 503, saying what happened
+            service.require()
+        assert info.value.status == 503 and "worker stopped" in info.value.message
+        health = embedding_health("fake-embedding", service)
+        assert health == {"embedding_model": "fake-embedding", "embedding_state": "failed",
+                          "embedding_error": "the embedding worker stopped"}
+        if how == "bug":
+            assert "/opt/secret/batcher.py" in service.error  # the detail, for the log and /metrics
+    finally:
+        await service.stop()
+
+
+@pytest.mark.asyncio
+async def test_stop_is_not_a_death():
+    engine = FakeEmbeddingEngine()
+    service = await ready_service(engine)
+    await service.stop()
+    assert service.batcher.died is None and service.state == "ready" and service.reason is None

@@ -248,3 +248,193 @@ async def test_kill_9_mid_ingest_keeps_every_acknowledged_example(tmp_path, seed
     rewrite = await store.ingest("crash", [ex("after the crash", "updated")], upsert=True)
     assert rewrite["updated"] == 1 and rewrite["size"] == page["total"] + 1
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # a crash's leftovers are cleared
+
+
+# ---- the store when it is not alone (issue 11, section 5) ------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_name_differing_only_in_case_from_a_dataset_is_refused(tmp_path):
+    # On a case-insensitive filesystem (macOS's default) Foo.jsonl and foo.jsonl are one file: the
+    # store refuses to create `foo` while `Foo` exists, so one file never has two names (and two locks).
+    store = TrainingStore(tmp_path)
+    await store.ingest("Foo", [ex("a")])
+    for call in (store.ingest("foo", [ex("b")]), store.ingest("FOO", [ex("a", "x")], upsert=True)):
+        with pytest.raises(InvalidRequest) as caught:
+            await call
+        assert caught.value.param == "dataset" and caught.value.code == "dataset_name_conflict"
+        assert "'Foo'" in caught.value.message
+    for call in (store.read("foo"), store.delete("foo")):
+        with pytest.raises(NotFound) as caught:
+            await call
+        assert "'Foo'" in caught.value.message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Foo.jsonl"]
+    assert [r["prompt"] for r in lines_of(tmp_path / "Foo.jsonl")] == ["a"]
+    assert (await store.ingest("Foo", [ex("b")]))["size"] == 2  # the dataset itself is unaffected
+    await store.delete("Foo")
+    assert (await store.ingest("foo", [ex("c")]))["inserted"] == 1  # free again once Foo is gone
+
+
+@pytest.mark.asyncio
+async def test_names_differing_only_in_case_share_one_lock(tmp_path):
+    store = TrainingStore(tmp_path)
+    entered = []
+
+    async def hold(name: str) -> None:
+        async with store._locked(name):
+            entered.append(name)
+            await asyncio.sleep(0.2)
+
+    first = asyncio.create_task(hold("Foo"))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(hold("foo"))
+    await asyncio.sleep(0.05)
+    assert entered == ["Foo"]  # foo waits for Foo's lock: on macOS they are one file
+    await asyncio.gather(first, second)
+    assert entered == ["Foo", "foo"] and store._locks == {}
+
+
+@pytest.mark.asyncio
+async def test_404_lookups_do_not_grow_the_lock_map(tmp_path):
+    store = TrainingStore(tmp_path)
+    await store.ingest("real", [ex("a")])
+    before = len(store._locks)
+    for i in range(300):
+        with pytest.raises(NotFound):
+            await store.read(f"missing-{i}")
+        with pytest.raises(NotFound):
+            await store.delete(f"gone-{i}")
+    await store.list_datasets()
+    assert len(store._locks) == before == 0  # idle locks are dropped
+
+
+@pytest.mark.asyncio
+async def test_only_the_datasets_own_temp_files_are_removed(tmp_path):
+    store = TrainingStore(tmp_path)
+    await store.ingest("a", [ex("x")])
+    await store.ingest("a.jsonl.x", [ex("y")])
+    others = [tmp_path / ".a.jsonl.x.jsonl.0123456789ab.tmp",  # a rewrite of dataset `a.jsonl.x` in flight
+              tmp_path / ".a.jsonl.notes.tmp"]  # not a temp file of ours at all
+    for other in others:
+        other.write_bytes(b"someone else's\n")
+    own = tmp_path / ".a.jsonl.ba9876543210.tmp"  # a crash's leftover of `a`
+    own.write_bytes(b"stale\n")
+    assert (await store.ingest("a", [ex("x", "new")], upsert=True))["updated"] == 1  # rewrites: clears stale temps
+    assert not own.exists()
+    own.write_bytes(b"stale\n")
+    await store.delete("a")
+    assert not own.exists()
+    assert all(other.exists() for other in others)
+
+
+class _CountingOrjson:
+    def __init__(self):
+        self.loads_calls = 0
+
+    def loads(self, data):
+        self.loads_calls += 1
+        return orjson.loads(data)
+
+    def __getattr__(self, name):
+        return getattr(orjson, name)
+
+
+@pytest.mark.asyncio
+async def test_listing_and_reading_do_not_reparse_unchanged_files(tmp_path, monkeypatch):
+    import data.training_store as training_store
+
+    store = TrainingStore(tmp_path)
+    await store.ingest("d", [ex(f"p{i}") for i in range(500)], embeddings=[[0.5]] * 500)
+    counting = _CountingOrjson()
+    monkeypatch.setattr(training_store, "orjson", counting)
+    first = await store.list_datasets()
+    assert first[0]["examples"] == 500 and first[0]["has_embeddings"]
+    parsed = counting.loads_calls
+    assert await store.list_datasets() == first
+    assert counting.loads_calls == parsed  # unchanged file (same stamp): counts come from the cache
+
+    page = await store.read("d", offset=10, limit=5)
+    assert [r["prompt"] for r in page["data"]] == [f"p{i}" for i in range(10, 15)] and page["total"] == 500
+    assert counting.loads_calls - parsed <= 15  # parses up to the page's end, not the whole file
+
+    assert (await store.ingest("d", [ex("new 1"), ex("p1"), ex("new 2")]))["inserted"] == 2  # appended by the store
+    parsed = counting.loads_calls
+    listing = (await store.list_datasets())[0]
+    assert listing["examples"] == 502 and listing["bytes"] == (tmp_path / "d.jsonl").stat().st_size
+    assert counting.loads_calls == parsed  # its own append updates the counts: no recount
+    await store.ingest("d", [ex("p0", "changed")], upsert=True)  # a rewrite: counted again
+    assert (await store.list_datasets())[0]["examples"] == 502 and counting.loads_calls > parsed
+    for _ in range(2):
+        await store.ingest("d", [ex(f"extra {_}")])
+    assert (await store.read("d", offset=503, limit=5))["data"][0]["prompt"] == "extra 1"
+
+    with (tmp_path / "d.jsonl").open("ab") as f:  # changed behind the store's back: counted again
+        f.write(b"garbage\n" + orjson.dumps({"id": "z", "prompt": "z", "response": "r"}) + b"\n")
+    listing = (await store.list_datasets())[0]
+    assert listing["examples"] == 505 and listing["corrupt_lines"] == 1
+    page = await store.read("d", offset=503, limit=5)
+    assert [r["id"] for r in page["data"]][1:] == ["z"] and page["total"] == 505 and page["corrupt_lines"] == [505]
+
+
+# In a fresh process: VmHWM (peak RSS of this process, reset first) and not ru_maxrss, which on
+# Linux starts at the forking parent's peak (here pytest's).
+READ_PAGE_ONE = r"""
+import asyncio, re, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from data.training_store import TrainingStore
+
+def kb(field):
+    return int(re.search(field + r":\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
+
+store = TrainingStore(Path(sys.argv[2]))
+Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
+before = kb("VmRSS")
+page = asyncio.run(store.read("big"))
+print(page["total"], len(page["data"]), max(0, kb("VmHWM") - before) * 1024)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures peak RSS with Linux's /proc")
+def test_reading_page_one_of_a_big_dataset_keeps_memory_far_below_its_size(tmp_path):
+    record = {"prompt": "question about something", "response": "an answer " * 20, "meta": {},
+              "created_at": "2026-01-01T00:00:00.000Z", "embedding": [0.0123456789] * 384}
+    count = 0
+    with (tmp_path / "big.jsonl").open("wb") as f:
+        while f.tell() < 50 * 2**20:
+            f.write(b"".join(orjson.dumps({"id": f"r{count + i}", **record}) + b"\n" for i in range(500)))
+            count += 500
+    size = (tmp_path / "big.jsonl").stat().st_size
+    done = subprocess.run([sys.executable, "-c", READ_PAGE_ONE, str(ROOT), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    total, returned, growth = map(int, done.stdout.split())
+    assert total == count and returned == 100
+    assert growth < size / 5, f"reading page 1 of a {size / 2**20:.0f} MB dataset grew RSS by {growth / 2**20:.0f} MB"
+
+
+HOLD_FOLDER = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from data.training_store import claim_folder
+claim_folder(sys.argv[2])
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_claimed_folder_is_refused_to_another_process_until_it_dies(tmp_path):
+    from data.training_store import FolderInUse, claim_folder
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_FOLDER, str(ROOT), str(tmp_path)], stdout=subprocess.PIPE, cwd=ROOT)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        with pytest.raises(FolderInUse) as caught:
+            claim_folder(tmp_path)
+        assert str(tmp_path) in str(caught.value) and f"pid {holder.pid}" in str(caught.value)
+    finally:
+        holder.kill()  # SIGKILL: the OS drops the lock with the process
+        holder.wait(30)
+    claim_folder(tmp_path)  # free now; held by this test process from here on (tmp_path is its own)
+    claim_folder(tmp_path)  # idempotent within a process
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]

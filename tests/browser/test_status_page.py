@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -103,6 +104,8 @@ def prefilled_app_url():
     app.config.TOUCHUP = False
     app.ctx.settings = Settings(api_keys=[API_KEY], default_api_key=PREFILLED_KEY)
     app.ctx.default_model = None
+    app.ctx.startup_error = app.ctx.startup_reason = None
+    app.ctx.embeddings = SimpleNamespace(state="off", error=None)  # /metrics reports the health detail too
     app.ctx.metrics = Metrics()
     observability.install(app)  # no auth middleware here: only the pre-filled field is under test
     with serve_in_thread(app) as url:

@@ -319,6 +319,7 @@ def _stop_servers_on_sigterm():
     """SIGTERM ends the run through the `finally`s that stop its servers (by default they would outlive it)."""
 
     def handler(signum, _frame):
+        print(f"{NAME}: terminated (signal {signum}); stopping its servers", file=sys.stderr, flush=True)
         raise SystemExit(128 + signum)
 
     return signal.signal(signal.SIGTERM, handler)

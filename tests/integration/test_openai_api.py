@@ -143,7 +143,7 @@ def test_chat_plain_through_the_sdk(openai_client, default_model, answer):
     assert choice.finish_reason in ("stop", "length")
     usage = completion.usage
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
-    assert usage.model_dump(exclude_none=True) == answer["usage"]
+    assert counts(usage.model_dump(exclude_none=True)) == counts(answer["usage"])
     if choice.finish_reason == "length":
         assert usage.completion_tokens == 16
 
@@ -224,7 +224,7 @@ def test_include_usage_adds_a_last_chunk_with_the_exact_usage(http, openai_clien
         )
     )
     assert sdk_chunks[-1].choices == []
-    assert sdk_chunks[-1].usage.model_dump(exclude_none=True) == answer["usage"]
+    assert counts(sdk_chunks[-1].usage.model_dump(exclude_none=True)) == counts(answer["usage"])
 
 
 def test_max_completion_tokens_is_max_tokens(http, answer):

@@ -25,6 +25,8 @@ def parse_body(request: Request, model: type[RequestModel]) -> RequestModel:
     # What a foreign page can POST without a CORS preflight is a form, text/plain, or (a Blob body in a
     # no-cors fetch) no Content-Type at all: refuse all three. A JSON type needs a preflight, which fails.
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not request.body and not media_type:  # nothing sent at all: a missing body, not a wrong type
+        raise InvalidRequest("The request body is empty; send a JSON object.")
     if media_type != "application/json" and not media_type.endswith("+json"):
         sent = f"not {media_type[:100]!r}" if media_type else "and the request sent none"
         raise UnsupportedMediaType(f"Content-Type must be application/json, {sent}")

@@ -44,9 +44,10 @@ def gpt4all_factory(settings: Settings, registry: ModelRegistry) -> ChatEngineFa
         from models.gpt4all_engine import GPT4AllEngine
 
         model = registry.get(model_id)
-        registry.chat_format(model)  # reads and checks the metadata before native code sees the file
+        chat_format = registry.chat_format(model)  # reads and checks the metadata before native code sees the file
         return GPT4AllEngine(
             model.path,
+            document_start=chat_format.bos_token or chat_format.eos_token,
             n_ctx=settings.n_ctx,
             n_threads=settings.threads,
             n_batch=settings.n_batch,

@@ -44,6 +44,7 @@ class GPT4AllEngine:
         n_batch: int,
         device: str = "cpu",
         prefix_cache: PrefixCache = PrefixCache(enabled=False),
+        document_start: str = "",
     ):
         os.environ.setdefault("GPT4ALL_NO_UPDATE_CHECK", "1")
         path = Path(path)
@@ -51,6 +52,8 @@ class GPT4AllEngine:
         self.name = path.name
         self.n_ctx = n_ctx
         self.n_batch = n_batch
+        # An empty prompt continues from the start of a new document, as OpenAI's and llama.cpp's servers do.
+        self.document_start = document_start.encode("utf-8")
         self._open = lambda: _load(path, n_ctx=n_ctx, n_threads=n_threads, device=device)
         self._contexts = [_Context(CachedContext(0), self._open())]
         self._tokenizer: LlamaTokenizer | None = None
@@ -79,11 +82,14 @@ class GPT4AllEngine:
         from gpt4all._pyllmodel import PromptCallback, ResponseCallback, llmodel
 
         text = prompt.encode("utf-8")
-        full = self._tokenizer.tokenize(text, at_start=True, insert_space=True) if self._tokenizer else None
-        limit = params.max_tokens
+        full = self._tokenize(text)
         if (full is not None and not full) or not text:
             # Nothing to evaluate: GPT4All would sample from whatever logits an earlier request left (or none).
-            raise InvalidRequest("the prompt is empty: it has no tokens to continue from", param="prompt")
+            text = self.document_start
+            full = self._tokenize(text)
+            if (full is not None and not full) or not text:
+                raise InvalidRequest("the prompt is empty and the model names no start-of-document token", param="prompt")
+        limit = params.max_tokens
         if full is not None:
             self._check_fits(len(full), limit)
         context, cut = self._choose(full, text, scope)
@@ -151,6 +157,9 @@ class GPT4AllEngine:
             state["finish"], state["limit"] = "length", "max_tokens"
         prompt_tokens = len(full) if full is not None else counts["prompt"]
         return GenerationOutcome(prompt_tokens, counts["completion"], state["finish"], state["limit"], cut.keep)
+
+    def _tokenize(self, text: bytes) -> list[int] | None:
+        return self._tokenizer.tokenize(text, at_start=True, insert_space=True) if self._tokenizer else None
 
     def _choose(self, full: list[int] | None, text: bytes, scope: str | None) -> tuple["_Context", Cut]:
         """The context to run in, and how much of it to keep (see models/prefix_cache.py)."""

@@ -7,7 +7,8 @@ import json
 import httpx
 import pytest
 
-from tests.conftest import start_server
+from models.registry import ModelRegistry
+from tests.conftest import ROOT, start_server
 
 SYSTEM = "You are a concise assistant. Keep every answer under twenty words and never use lists. " * 2
 
@@ -106,9 +107,19 @@ def test_prefix_cache_false_turns_reuse_off(tmp_path):
         server.stop()
 
 
-def test_an_empty_prompt_is_refused_and_the_server_keeps_going(http):
-    # No tokens: GPT4All would sample from logits an earlier request left behind, or crash on none.
-    response = http.post("/v1/completions", json={"prompt": [""], "max_tokens": 2, "temperature": 0})
-    assert response.status_code == 400
-    assert response.json()["error"]["param"] == "prompt"
-    assert http.post("/v1/completions", json={"prompt": "Hello", "max_tokens": 2, "temperature": 0}).status_code == 200
+def test_an_empty_prompt_starts_a_new_document_whatever_ran_before(http):
+    # No tokens of its own: GPT4All would sample from logits an earlier request left behind, or crash on
+    # none. Like OpenAI's and llama.cpp's servers, the server continues from the start-of-document token.
+    registry = ModelRegistry(ROOT / "models", "")
+    chat_format = registry.chat_format(registry.default())
+    document_start = chat_format.bos_token or chat_format.eos_token
+    body = {"max_tokens": 4, "temperature": 0}
+    explicit = http.post("/v1/completions", json={**body, "prompt": document_start}).json()
+    answers = []
+    for before in ("Hello", "The capital of France is"):
+        assert http.post("/v1/completions", json={**body, "prompt": before}).status_code == 200
+        response = http.post("/v1/completions", json={**body, "prompt": [""]})
+        assert response.status_code == 200, response.text
+        answers.append(response.json())
+    assert [a["choices"][0]["text"] for a in answers] == [explicit["choices"][0]["text"]] * 2
+    assert all(a["usage"]["prompt_tokens"] == explicit["usage"]["prompt_tokens"] == 1 for a in answers)

@@ -90,6 +90,11 @@ class Settings(BaseModel):
     prefix_cache_mb: int = Field(
         1024, ge=0, description="Bound on all contexts' KV caches together (each sized for `N_CTX`); at least one context always exists."
     )
+    prefix_cache_exact: bool = Field(
+        True,
+        description="Keep only whole `N_BATCH` batches of earlier prompts, so that output is bit for bit a full evaluation's. "
+        "`false` also keeps the earlier reply and partial batches: faster turns, but a greedy reply may differ.",
+    )
     prefix_cache_share: bool = Field(
         False, description="Let one API key reuse another key's cached prefix. Unsafe with untrusted keys: a cache hit is timeable."
     )

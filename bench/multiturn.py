@@ -16,6 +16,8 @@ Systems, all in the same run, on the same `.gguf`, threads, n_batch and context 
   part of the prompt its cached context already holds (`usage.prompt_tokens_details.cached_tokens`
   says how many prompt tokens were reused; it must be > 0 from turn 2 on);
 - the server without it (`PREFIX_CACHE=false`): every turn evaluates the whole prompt;
+- the server with `PREFIX_CACHE_EXACT=false`: it also keeps the earlier reply and partial batches
+  (llama.cpp's trade: faster turns, greedy replies that may differ from a full evaluation's);
 - llama-cpp-python's OpenAI server with its prompt cache on (`--cache True`), if installed in its
   venv (`bench/peers.py`; `make bench` installs it), else skipped with a note.
 
@@ -69,6 +71,8 @@ from bench.generation_requests import ChatStreamer, Sample
 NAME = "multiturn"
 REUSE_ON = "server, reuse on"
 REUSE_OFF = "server, reuse off"
+REUSE_NOT_EXACT = "server, reuse on, PREFIX_CACHE_EXACT=false"
+REUSING = (REUSE_ON, REUSE_NOT_EXACT)
 LLAMA_CPP = "llama-cpp-python server (--cache True)"
 GOAL_OFF_OVER_ON = 5.0  # reuse-off TTFT / reuse-on TTFT at turn 8
 GOAL_PEER_OVER_OURS = 1.0  # llama-cpp-python's TTFT / ours at turn 8 (strictly above)
@@ -154,7 +158,7 @@ def _settle(args: argparse.Namespace) -> None:
 @dataclass
 class Target:
     label: str
-    kind: str  # "on", "off", "llama.cpp"
+    kind: str  # "on", "off", "llama.cpp" (what the streamer expects)
     server: ServerProcess
     streamer: ChatStreamer | None = None
     histories: list[list[dict]] = field(default_factory=list)
@@ -175,7 +179,8 @@ class Turn:
 def _start(args: argparse.Namespace, model, notes: list[str]) -> list[Target]:
     targets: list[Target] = []
     try:
-        for label, kind, enabled in ((REUSE_ON, "on", "true"), (REUSE_OFF, "off", "false")):
+        for label, kind, enabled, exact in ((REUSE_ON, "on", "true", "true"), (REUSE_OFF, "off", "false", "true"),
+                                            (REUSE_NOT_EXACT, "on", "true", "false")):
             server = start_our_server({
                 "N_THREADS": str(args.threads),
                 "N_BATCH": str(args.n_batch),
@@ -183,6 +188,7 @@ def _start(args: argparse.Namespace, model, notes: list[str]) -> list[Target]:
                 "MODELS_DIR": str(Path(args.models_dir).resolve()),
                 "MODEL_NAME": model.id,
                 "PREFIX_CACHE": enabled,
+                "PREFIX_CACHE_EXACT": exact,
             })
             targets.append(Target(label, kind, server))
         if not args.mt_skip_llama_cpp:
@@ -248,7 +254,7 @@ def _rows(args: argparse.Namespace, turns: list[Turn], labels: list[str], model_
             row["completion_tokens"] = sum(t.sample.completion_tokens for t in mine)
             row["empty_replies"] = sum(1 for t in mine if not t.sample.text)
             row["last_over_first"] = ratio(row[f"ttft_t{n}_ms"], row["ttft_t1_ms"])
-            if label == REUSE_ON and any(t.system == REUSE_OFF for t in turns):
+            if label in REUSING and any(t.system == REUSE_OFF for t in turns):
                 differing = sorted(
                     (t.turn, t.run, t.conversation) for t in mine
                     if texts.get((REUSE_OFF, t.run, t.conversation, t.turn)) != t.sample.text
@@ -263,7 +269,7 @@ def _rows(args: argparse.Namespace, turns: list[Turn], labels: list[str], model_
                         f"(run {run_no + 1}, conversation {conv + 1}): {texts[(label, run_no, conv, turn)][:60]!r} "
                         f"vs {texts.get((REUSE_OFF, run_no, conv, turn), '')[:60]!r}"
                     )
-            if label == REUSE_ON:
+            if label in REUSING:
                 zero = [k + 1 for k in range(1, n) if not row[f"cached_tokens_t{k + 1}"]]
                 row["cached_from_turn2"] = not zero
             row.update(model=model_id, max_tokens=args.mt_max_tokens, n_batch=args.n_batch, n_ctx=args.n_ctx,
@@ -290,6 +296,11 @@ def _verdicts(args: argparse.Namespace, rows: list[dict]) -> list[str]:
         if on is None:
             continue
         lines.append(f"{scenario}: reuse on, turn {n} TTFT / turn 1 TTFT = {_x(on['last_over_first'])}")
+        loose = find(REUSE_NOT_EXACT, conversations)
+        if loose is not None:
+            lines.append(f"{scenario}: reuse on with PREFIX_CACHE_EXACT=false, turn {n} / turn 1 = {_x(loose['last_over_first'])}, "
+                         f"turn {n} against exact reuse = {_x(loose.get('last_vs_reuse_on'))}; same replies as reuse off: "
+                         f"{'yes' if loose.get('same_replies_as_reuse_off') else 'no'}")
         if off is not None and off.get("last_vs_reuse_on") is not None:
             value = off["last_vs_reuse_on"]
             verdict = "meets" if value >= GOAL_OFF_OVER_ON else "misses"

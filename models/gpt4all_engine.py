@@ -59,6 +59,7 @@ class GPT4AllEngine:
         self._tokenizer: LlamaTokenizer | None = None
         self.max_contexts = 1
         self.share = prefix_cache.share
+        self.exact = prefix_cache.exact
         if prefix_cache.enabled:
             self._tokenizer = llama_tokenizer.load(path)
             per_context = kv_bytes_per_token(path) * n_ctx
@@ -173,7 +174,7 @@ class GPT4AllEngine:
             return self._contexts[-1], Cut(0, 0)
         context = self._contexts[cache.index]
         readable = self.share or cache.scope in (None, scope)
-        return context, plan_cut(cache.tokens, full, text, self._tokenizer) if readable else Cut(0, 0)
+        return context, plan_cut(cache, full, text, self._tokenizer, self.n_batch if self.exact else None) if readable else Cut(0, 0)
 
     def _remember(self, context: "_Context", full: list[int] | None, scope: str | None) -> None:
         """Record what the KV cache holds now, and check our tokenizer against what GPT4All evaluated."""

@@ -1,5 +1,9 @@
 """The prefix cache on the real engine: greedy output with reuse equals output without it, token for
-token, in every corner; `cached_tokens` is what was really kept; memory and keys are bounded."""
+token, in every corner; `cached_tokens` is what was really kept; memory and keys are bounded.
+
+Reuse keeps whole batches of `N_BATCH` prompt tokens (models/prefix_cache.py says why), so the
+system prompt here is longer than one batch.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,17 @@ from tests.conftest import ROOT
 REGISTRY = ModelRegistry(ROOT / "models")
 MODEL = REGISTRY.default()
 FORMAT = REGISTRY.chat_format(MODEL)
-SYSTEM = "You are a patient tutor. Answer in one or two short sentences, plainly, without lists. " * 3
+SYSTEM = "You are a patient tutor. Answer in one or two short sentences, plainly, without lists. " * 8
 N_CTX = 1024
+N_BATCH = 128
 
 
 def make_engine(cache: PrefixCache, n_ctx: int = N_CTX) -> GPT4AllEngine:
-    return GPT4AllEngine(MODEL.path, n_ctx=n_ctx, n_threads=2, n_batch=128, prefix_cache=cache)
+    return GPT4AllEngine(MODEL.path, n_ctx=n_ctx, n_threads=2, n_batch=N_BATCH, prefix_cache=cache)
+
+
+def whole_batches(tokens: int) -> int:
+    return tokens // N_BATCH * N_BATCH
 
 
 @pytest.fixture(scope="module")
@@ -77,16 +86,26 @@ def test_reuse_is_exact_over_whole_conversations(on, off, questions):
     assert [o.completion_tokens for o in cached] == [o.completion_tokens for o in plain]
     assert cached[0].cached_tokens == 0 and all(o.cached_tokens == 0 for o in plain)
     for previous, outcome in zip(cached, cached[1:]):
-        # the whole previous turn (its prompt and its reply) is kept; only the new text is evaluated
-        assert outcome.cached_tokens == previous.prompt_tokens + previous.completion_tokens
+        # the previous prompt is kept up to its last whole batch; its reply and the new text are evaluated
+        assert outcome.cached_tokens == whole_batches(previous.prompt_tokens) > 0
 
 
-def test_the_same_prompt_again_reuses_all_but_its_last_token(on, off):
+def test_without_exactness_a_turn_keeps_the_whole_previous_turn():
+    engine = make_engine(PrefixCache(slots=1, exact=False))
+    try:
+        _, outcomes = conversation(engine, CONVERSATIONS[0])
+        for previous, outcome in zip(outcomes, outcomes[1:]):
+            assert outcome.cached_tokens == previous.prompt_tokens + previous.completion_tokens
+    finally:
+        engine.close()
+
+
+def test_the_same_prompt_again_reuses_its_whole_batches_but_never_its_last_token(on, off):
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Name a colour."}]
     first_text, first = run(on, messages)
     again_text, again = run(on, messages)
     assert again_text == first_text == run(off, messages)[0]
-    assert again.cached_tokens == first.prompt_tokens - 1
+    assert again.cached_tokens == whole_batches(first.prompt_tokens - 1) > 0
 
 
 def test_an_edited_or_truncated_conversation_keeps_only_what_is_still_shared(off):
@@ -99,7 +118,8 @@ def test_an_edited_or_truncated_conversation_keeps_only_what_is_still_shared(off
         assert text == run(off, edited)[0]
         system_only = FORMAT.render([{"role": "system", "content": SYSTEM}])
         assert 0 < outcome.cached_tokens < outcomes[0].prompt_tokens
-        assert outcome.cached_tokens >= len(engine._tokenizer.tokenize(system_only.encode(), at_start=True, insert_space=True)) - 1
+        system_tokens = len(engine._tokenizer.tokenize(system_only.encode(), at_start=True, insert_space=True))
+        assert outcome.cached_tokens == whole_batches(system_tokens)
         truncated = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": questions[0]},
                      {"role": "assistant", "content": replies[0]}, {"role": "user", "content": "Thanks."}]
         text, outcome = run(engine, truncated)
@@ -135,10 +155,8 @@ def test_a_reply_cut_by_a_stop_sequence_or_by_the_client_evaluates_the_same_toke
         _, outcome = run(on, follow)
         _, plain = run(off, follow)
         assert outcome.cached_tokens > 0
-        # The context holds exactly the ids a full evaluation evaluates. (The greedy text is compared in
-        # the conversation tests: here, with max_tokens=4, llama.cpp's arithmetic for tokens evaluated in
-        # other batches tips a near-tie the other way; see the README.)
         assert evaluated(on, outcome.prompt_tokens) == evaluated(off, plain.prompt_tokens)
+        assert run(on, follow)[0] == run(off, follow)[0]
 
 
 def test_a_cancelled_generation_leaves_no_state_that_changes_the_next_answer(on, off):
@@ -204,15 +222,21 @@ def test_conversations_taking_turns_each_keep_their_context(off):
     try:
         chats = [[{"role": "system", "content": SYSTEM}] for _ in range(3)]
         questions = [["Hi, I am Ann.", "What is my name?"], ["Hi, I am Bob.", "What is my name?"], ["Hi, I am Cy.", "What is my name?"]]
+        firsts = []
         for turn in range(2):
-            for chat, asked in zip(chats, questions):
+            for index, (chat, asked) in enumerate(zip(chats, questions)):
                 chat.append({"role": "user", "content": asked[turn]})
                 text, outcome = run(engine, chat)
                 assert text == run(off, chat)[0]
-                if turn == 1:
-                    assert outcome.cached_tokens >= outcome.prompt_tokens - 20  # only the new turn was evaluated
+                if turn == 0:
+                    firsts.append(outcome)
+                else:
+                    assert outcome.cached_tokens == whole_batches(firsts[index].prompt_tokens) > 0
                 chat.append({"role": "assistant", "content": text})
         assert len(engine.contexts) == 3
+        for chat in chats:  # each context holds one conversation's last turn: none was taken over by another
+            ids = engine._tokenizer.tokenize(FORMAT.render(chat[:-1]).encode(), at_start=True, insert_space=True)
+            assert sum(context.tokens[: len(ids)] == ids for context in engine.contexts) == 1
     finally:
         engine.close()
 

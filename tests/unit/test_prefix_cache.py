@@ -52,27 +52,51 @@ def test_offsets_follow_the_text_byte_for_byte():
     assert all(prompt[offsets[i]:offsets[i + 1]] == tok.piece(t) for i, t in enumerate(ids))
 
 
-def test_a_next_turn_keeps_the_previous_prompt_and_reply():
+def held(tokens: list[int], prompt_tokens: int) -> CachedContext:
+    return CachedContext(0, tokens=tokens, prompt_tokens=prompt_tokens, scope="k")
+
+
+def test_a_next_turn_keeps_the_previous_prompt_in_whole_batches_and_never_the_reply():
     tok = ToyTokenizer()
     turn1 = chat("Be brief.", "Hi there")
+    prompt1 = tok.tokenize(turn1, at_start=True, insert_space=True)
     reply = tok.tokenize(b"Hello! How can I help?", at_start=False, insert_space=False)
-    cached = tok.tokenize(turn1, at_start=True, insert_space=True) + reply  # the end-of-turn token is not stored
+    cached = held(prompt1 + reply, len(prompt1))  # the end-of-turn token is not stored
     turn2 = chat("Be brief.", "Hi there", "Hello! How can I help?", "Tell me more")
     full = tok.tokenize(turn2, at_start=True, insert_space=True)
-    cut = plan_cut(cached, full, turn2, tok)
-    assert cut.keep == len(cached)
-    assert turn2[cut.offset:].startswith(b"<|im_end|>")
-    assert tok.tokenize(turn2[cut.offset:], at_start=False, insert_space=False) == full[cut.keep:]
+    assert common_prefix(cached.tokens, full) == len(cached.tokens)  # the reply is shared, yet not kept:
+    for n_batch in (1, 2, 3, 4):  # it was evaluated one token at a time, a full evaluation does it in a batch
+        cut = plan_cut(cached, full, turn2, tok, n_batch)
+        assert cut.keep == len(prompt1) // n_batch * n_batch
+        assert tok.tokenize(turn2[cut.offset:], at_start=False, insert_space=tok.is_special(full[cut.keep - 1])) == full[cut.keep:]
 
 
-def test_a_reply_token_that_the_new_text_tokenizes_differently_is_evaluated_again():
+def test_without_exactness_the_reply_and_partial_batches_are_kept_too():
+    tok = ToyTokenizer()
+    turn1 = chat("Be brief.", "Hi there")
+    prompt1 = tok.tokenize(turn1, at_start=True, insert_space=True)
+    reply = tok.tokenize(b"Hello! How can I help?", at_start=False, insert_space=False)
+    turn2 = chat("Be brief.", "Hi there", "Hello! How can I help?", "Tell me more")
+    full = tok.tokenize(turn2, at_start=True, insert_space=True)
+    cut = plan_cut(held(prompt1 + reply, len(prompt1)), full, turn2, tok, None)
+    assert cut.keep == len(prompt1 + reply) and turn2[cut.offset:].startswith(b"<|im_end|>")
+
+
+def test_a_prefix_shorter_than_one_batch_is_evaluated_again():
+    tok = ToyTokenizer()
+    prompt = chat("Be brief.", "Hi there")
+    full = tok.tokenize(prompt, at_start=True, insert_space=True)
+    assert plan_cut(held(full, len(full)), full, prompt, tok, n_batch=len(full)) == Cut(0, 0)
+
+
+def test_a_token_that_the_new_text_tokenizes_differently_is_evaluated_again():
     tok = ToyTokenizer()
     # cached: "... assistant\n" then nothing; the new prompt has "\n\n" there, one token
     cached = tok.tokenize(b"<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", at_start=True, insert_space=True)
     prompt = b"<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n\nSure<|im_end|>\n"
     full = tok.tokenize(prompt, at_start=True, insert_space=True)
     assert common_prefix(cached, full) == len(cached) - 1
-    cut = plan_cut(cached, full, prompt, tok)
+    cut = plan_cut(held(cached, len(cached)), full, prompt, tok, n_batch=1)
     assert cut == Cut(len(cached) - 1, prompt.index(b"\n\nSure"))
     assert tok.tokenize(prompt[cut.offset:], at_start=False, insert_space=True) == full[cut.keep:]
 
@@ -89,23 +113,24 @@ def test_a_cut_that_does_not_tokenize_the_same_is_never_used():
     prompt = chat("Be brief.", "Hi there")
     full = tok.tokenize(prompt, at_start=True, insert_space=True)
     tok.calls = 0
-    assert plan_cut(full, full, prompt, tok) == Cut(0, 0)
+    assert plan_cut(held(full, len(full)), full, prompt, tok, n_batch=1) == Cut(0, 0)
     assert tok.calls <= MAX_CUT_TRIES + 1  # bounded work: a few tokenizations of the rest, then a full evaluation
 
 
-def test_the_same_prompt_again_evaluates_only_its_last_token():
+def test_the_same_prompt_again_evaluates_at_least_its_last_token():
     tok = ToyTokenizer()
     prompt = chat("Be brief.", "Hi there")
     full = tok.tokenize(prompt, at_start=True, insert_space=True)
     reply = tok.tokenize(b" Hello", at_start=False, insert_space=False)
-    cut = plan_cut(full + reply, full, prompt, tok)
-    assert cut == Cut(len(full) - 1, len(prompt) - 1)  # the last "\n": its logits pick the first new token
+    assert plan_cut(held(full + reply, len(full)), full, prompt, tok, n_batch=1) == Cut(len(full) - 1, len(prompt) - 1)
+    # the last "\n": its logits pick the first new token; with batches of 4, back to the last whole batch
+    assert plan_cut(held(full + reply, len(full)), full, prompt, tok, n_batch=4).keep == (len(full) - 1) // 4 * 4
 
 
 def test_nothing_shared_or_a_one_token_prompt_is_a_full_evaluation():
     tok = ToyTokenizer()
-    assert plan_cut([], [5, 6], b"a b", tok) == Cut(0, 0)
-    assert plan_cut([5], [5], b"a", tok) == Cut(0, 0)
+    assert plan_cut(held([], 0), [5, 6], b"a b", tok, n_batch=1) == Cut(0, 0)
+    assert plan_cut(held([5], 1), [5], b"a", tok, n_batch=1) == Cut(0, 0)
 
 
 def test_the_longest_shared_prefix_wins_within_a_scope():

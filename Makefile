@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: setup run test models chromium bench bench-peers
+.PHONY: setup run test test-fast models chromium bench bench-peers
 
 setup: $(STAMP) models
 
@@ -30,6 +30,10 @@ run: setup
 
 test: setup chromium
 	$(PY) -m pytest
+
+# Seconds, not minutes: the routes in-process on fake engines, and the unit tests (no model, no browser).
+test-fast: setup
+	$(PY) -m pytest tests/routes tests/unit
 
 # The peers the benchmarks compare against (llama-cpp-python's server, infinity), each in its own
 # venv under bench/.peers; one that fails to install is skipped with a warning, never an error.

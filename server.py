@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
@@ -39,6 +40,24 @@ ChatEngineFactory = Callable[[str], ChatEngine]
 SHUTDOWN_FLUSH_S = 5.0  # after the grace: time for cut-short streams' error events before Sanic drops connections
 
 
+@dataclass(eq=False)
+class AppContext:
+    """Everything a route can reach, as `request.app.ctx`: built once by `build_context`."""
+
+    settings: Settings
+    registry: ModelRegistry
+    scheduler: GenerationScheduler
+    generation: GenerationService
+    embeddings: EmbeddingService
+    training: TrainingStore
+    metrics: Metrics
+    extra_model_cards: list[ModelCard]  # listed by /v1/models beside the chat models (the embedding model)
+    default_model: str | None = None  # set at start-up
+    startup_error: str | None = None  # why there is no default model: the detail, for the log and /metrics
+    startup_reason: str | None = None  # the same, short and without paths, for /health
+    draining: asyncio.Task | None = None  # the shutdown drain, once SIGTERM came
+
+
 def gpt4all_factory(settings: Settings, registry: ModelRegistry) -> ChatEngineFactory:
     def load(model_id: str) -> ChatEngine:
         from models.gpt4all_engine import GPT4AllEngine
@@ -53,7 +72,11 @@ def gpt4all_factory(settings: Settings, registry: ModelRegistry) -> ChatEngineFa
             n_batch=settings.n_batch,
             device=settings.device,
             prefix_cache=PrefixCache(
-                settings.prefix_cache, settings.prefix_cache_slots, settings.prefix_cache_mb, settings.prefix_cache_share
+                settings.prefix_cache,
+                settings.prefix_cache_slots,
+                settings.prefix_cache_mb,
+                settings.prefix_cache_share,
+                settings.prefix_cache_exact,
             ),
         )
 
@@ -74,15 +97,14 @@ def create_app(
     name: str = "gpt4all_server",
     mount_ui: bool = True,
 ) -> Sanic:
-    app = Sanic(name)
+    app = Sanic(name, ctx=build_context(settings, chat_engine_factory, embedding_engine_factory))
     _configure(app, settings)
-    _build_context(app.ctx, settings, chat_engine_factory, embedding_engine_factory)
     api_errors.install(app)
     app.blueprint(system.bp)
     app.blueprint(completions.bp)
     app.blueprint(embeddings.bp)
     app.blueprint(training.bp)
-    observability.install(app)  # /metrics, /status, request counting, scheduler listeners
+    observability.install(app)  # /metrics, /status, request counting
     docs.install(app)  # /openapi.json, /docs, /redoc (offline)
     if mount_ui:
         from gradio_ui import use_temp_dir
@@ -126,14 +148,12 @@ def _configure(app: Sanic, settings: Settings) -> None:
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_grace_s + SHUTDOWN_FLUSH_S
 
 
-def _build_context(ctx, settings: Settings, chat_engine_factory: ChatEngineFactory | None,
-                   embedding_engine_factory: Callable[[], object] | None) -> None:
-    """Everything the routes reach through `app.ctx`: settings, registry, scheduler, services, store, metrics."""
+def build_context(settings: Settings, chat_engine_factory: ChatEngineFactory | None = None,
+                  embedding_engine_factory: Callable[[], object] | None = None) -> AppContext:
+    """The schedulers, services and store, with the metrics subscribed to them (the only wiring)."""
     sandbox = TemplateSandbox(timeout_s=settings.chat_template_timeout_s, max_chars=4 * settings.max_body_bytes)
     registry = ModelRegistry(settings.models_dir, settings.model_name, sandbox)
-    ctx.settings = settings
-    ctx.registry = registry
-    ctx.scheduler = GenerationScheduler(
+    scheduler = GenerationScheduler(
         chat_engine_factory or gpt4all_factory(settings, registry),
         max_queue=settings.max_queue,
         max_queue_per_key=settings.queue_per_key,
@@ -141,27 +161,31 @@ def _build_context(ctx, settings: Settings, chat_engine_factory: ChatEngineFacto
         queue_timeout_s=settings.queue_timeout_s,
         generation_timeout_s=settings.generation_timeout_s,
     )
-    ctx.generation = GenerationService(
-        ctx.scheduler, registry, embedding_model=settings.embedding_model, max_n=settings.max_n, max_prompts=settings.max_prompts
-    )
-    ctx.embeddings = EmbeddingService(
+    embeddings = EmbeddingService(
         settings.embedding_model,
         embedding_engine_factory or partial(load_embedding_engine, settings),
         lambda engine: EmbeddingBatcher.from_settings(engine, settings),
     )
-    ctx.training = TrainingStore(settings.training_data_dir)
-    ctx.extra_model_cards = [ModelCard(id=settings.embedding_model, created=int(time.time()), owned_by="sentence-transformers")]
-    ctx.health_checks = [lambda: system.embedding_health(settings.embedding_model, ctx.embeddings)]
-    ctx.default_model = None
-    ctx.startup_error = None  # why there is no default model: the detail, for the log and /metrics
-    ctx.startup_reason = None  # the same, short and without paths, for /health
-    ctx.draining = None
-    ctx.metrics = Metrics()  # one registry per app; observability.install subscribes it
+    metrics = Metrics(live={"generation": scheduler.stats, "embedding": embeddings.stats})  # one registry per app
+    scheduler.listeners.append(metrics.observe_generation)
+    embeddings.batch_listeners.append(metrics.observe_embedding_batch)
+    embeddings.queue_listeners.append(metrics.observe_embedding_wait)
+    return AppContext(
+        settings=settings,
+        registry=registry,
+        scheduler=scheduler,
+        generation=GenerationService(scheduler, registry, embedding_model=settings.embedding_model,
+                                     max_n=settings.max_n, max_prompts=settings.max_prompts),
+        embeddings=embeddings,
+        training=TrainingStore(settings.training_data_dir),
+        metrics=metrics,
+        extra_model_cards=[ModelCard(id=settings.embedding_model, created=int(time.time()), owned_by="sentence-transformers")],
+    )
 
 
 def _install_lifecycle(app: Sanic, settings: Settings) -> None:
     """Start-up loads the default model in the background; shutdown drains, then frees the engines."""
-    ctx = app.ctx
+    ctx: AppContext = app.ctx
 
     @app.before_server_start
     async def start_generation(app: Sanic) -> None:

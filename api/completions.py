@@ -15,7 +15,7 @@ from sanic.response import HTTPResponse
 
 from api import auth
 from api.generation import ChoiceEvent, GenerationService
-from api.http import DONE, SSE_HEADERS, json_response, parse_body, sse_data, sse_error, timing_headers
+from api.http import DONE, SSE_HEADERS, app_context, json_response, parse_body, sse_data, sse_error, timing_headers
 from api.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -38,7 +38,7 @@ bp = Blueprint("openai", url_prefix="/v1")
 
 
 def _service(request: Request) -> GenerationService:
-    return request.app.ctx.generation
+    return app_context(request).generation
 
 
 def _scope(request: Request) -> str:
@@ -48,7 +48,7 @@ def _scope(request: Request) -> str:
 @bp.get("/models")
 async def list_models(request: Request) -> HTTPResponse:
     cards = [ModelCard(id=m.id, created=m.created) for m in _service(request).registry.list()]
-    cards += request.app.ctx.extra_model_cards
+    cards += app_context(request).extra_model_cards
     return json_response(ModelList(data=cards))
 
 

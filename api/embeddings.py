@@ -9,7 +9,7 @@ import orjson
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
-from api.http import parse_body
+from api.http import app_context, parse_body
 from api.protocol_data import EmbeddingRequest
 from errors import InvalidRequest, ModelNotFound
 
@@ -19,7 +19,7 @@ bp = Blueprint("embeddings", url_prefix="/v1")
 @bp.post("/embeddings")
 async def create_embeddings(request: Request) -> HTTPResponse:
     body = parse_body(request, EmbeddingRequest)
-    ctx = request.app.ctx
+    ctx = app_context(request)
     batcher, name = ctx.embeddings.require(), ctx.embeddings.model_id
     _check_model(request, body.model, name)
     items = body.items()
@@ -57,7 +57,7 @@ def _check_model(request: Request, asked: str | None, name: str) -> None:
     if asked is None or asked == name:
         return
     try:
-        request.app.ctx.registry.get(asked)
+        app_context(request).registry.get(asked)
     except ModelNotFound:
         raise ModelNotFound(f"The embedding model `{asked}` does not exist; this server has `{name}`", param="model") from None
     raise InvalidRequest(f"`{asked}` is a chat model; embeddings come from `{name}`", param="model")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -13,12 +13,20 @@ from api.errors import error_body, from_validation_error
 from errors import InvalidRequest, ServerError, UnsupportedMediaType
 from scheduler.jobs import GenerationJob
 
+if TYPE_CHECKING:  # server.py builds it; the routes only read it
+    from server import AppContext
+
 RequestModel = TypeVar("RequestModel", bound=BaseModel)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # On every JSON answer and everything behind the key: kept in no cache (shared machine, next user), never sniffed.
 DATA_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 DONE = b"data: [DONE]\n\n"
+
+
+def app_context(request: Request) -> "AppContext":
+    """What the app gives the routes (server.AppContext), typed."""
+    return request.app.ctx
 
 
 def parse_body(request: Request, model: type[RequestModel]) -> RequestModel:

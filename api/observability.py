@@ -2,9 +2,8 @@
 
 `install(app)` registers the blueprint, a middleware pair that counts every response by route
 template (never the raw path), method (a standard one, else OTHER) and status, so that label
-values stay bounded, and subscribes the metrics to `app.ctx.scheduler` and `app.ctx.embeddings`
-(an embedding service or batcher) if they exist; one created later is attached with
-`app.ctx.metrics.attach_embeddings(obj)`.
+values stay bounded. The metrics themselves (`app.ctx.metrics`) are wired to the schedulers in
+server.py.
 `/metrics` is protected by the auth middleware in server.py (`api/auth.py` lists it); `/status`
 and its assets are public, and the page asks for the key itself.
 """
@@ -22,7 +21,7 @@ from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse
 from sanic_ext import openapi
 
-from api.http import json_response
+from api.http import app_context, json_response
 from api.system import VERSION, health_detail
 from errors import NotFound
 from metrics import Metrics, build_snapshot
@@ -56,7 +55,7 @@ def method_label(method: str) -> str:
 
 
 def _metrics(request: Request) -> Metrics:
-    return request.app.ctx.metrics
+    return app_context(request).metrics
 
 
 def wants_prometheus(request: Request) -> bool:
@@ -78,7 +77,7 @@ async def metrics(request: Request) -> HTTPResponse:
     if wants_prometheus(request):
         encode, content_type = choose_encoder(request.headers.get("accept", ""))
         return HTTPResponse(encode(_metrics(request).registry), content_type=content_type)
-    ctx = request.app.ctx
+    ctx = app_context(request)
     snapshot = build_snapshot(_metrics(request), default_model=ctx.default_model, version=VERSION)
     return json_response({**snapshot, "health": health_detail(ctx)})  # /health's states with the full reasons
 
@@ -86,7 +85,7 @@ async def metrics(request: Request) -> HTTPResponse:
 @bp.get("/status")
 async def status_page(request: Request) -> HTTPResponse:
     page = _status_template()
-    key = request.app.ctx.settings.default_api_key  # pre-fills the key field only when set explicitly
+    key = app_context(request).settings.default_api_key  # pre-fills the key field only when set explicitly
     page = page.replace("{{DEFAULT_API_KEY}}", html.escape(key, quote=True))
     return HTTPResponse(page, headers=PAGE_HEADERS, content_type="text/html; charset=utf-8")
 
@@ -107,12 +106,8 @@ async def status_asset(request: Request, name: str) -> HTTPResponse:
 
 
 def install(app: Sanic) -> None:
-    """Register the routes, count every response, and feed metrics from the embedding batcher."""
-    ctx = app.ctx
-    if getattr(ctx, "metrics", None) is None:
-        ctx.metrics = Metrics()
-    metrics: Metrics = ctx.metrics
-    metrics.bind(scheduler=getattr(ctx, "scheduler", None), embeddings=getattr(ctx, "embeddings", None))
+    """Register the routes and count every response."""
+    metrics: Metrics = app.ctx.metrics
     app.blueprint(bp)
 
     @app.on_request(priority=1000)  # before the auth check, so 401s are timed too

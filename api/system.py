@@ -7,11 +7,15 @@ exception text. The detail is in the log and, behind the key, in `/metrics` (`he
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
-from api.http import json_response
+from api.http import app_context, json_response
+
+if TYPE_CHECKING:
+    from server import AppContext
 
 bp = Blueprint("system")
 
@@ -39,8 +43,8 @@ async def index(request: Request) -> HTTPResponse:
         {
             "name": "gpt4all-openai-server",
             "version": VERSION,
-            "default_model": request.app.ctx.default_model,
-            "embedding_model": request.app.ctx.settings.embedding_model,
+            "default_model": app_context(request).default_model,
+            "embedding_model": app_context(request).settings.embedding_model,
             "endpoints": ENDPOINTS,
         }
     )
@@ -50,11 +54,11 @@ MODEL_LOAD_FAILED = "the default model failed to load"
 NO_DEFAULT_MODEL = "no default model"
 
 
-def _model_health(ctx) -> tuple[str, str | None, str | None]:
+def _model_health(ctx: AppContext) -> tuple[str, str | None, str | None]:
     """The default model's state, a short stable reason (public), and the detail (log and /metrics only)."""
     name = ctx.default_model
     if not name:
-        return "failed", getattr(ctx, "startup_reason", None) or NO_DEFAULT_MODEL, ctx.startup_error
+        return "failed", ctx.startup_reason or NO_DEFAULT_MODEL, ctx.startup_error
     state, detail = ctx.scheduler.model_state(name)
     if state == "unloaded":  # evicted for another model; it loads again on demand
         state = "ready"
@@ -73,7 +77,7 @@ def embedding_health(name: str, service) -> dict:
     return body
 
 
-def health_detail(ctx) -> dict:
+def health_detail(ctx: AppContext) -> dict:
     """What `/health` says, with the full reasons (paths, loader errors): for `/metrics`, behind the key."""
     state, _, detail = _model_health(ctx)
     embeddings = ctx.embeddings
@@ -84,13 +88,12 @@ def health_detail(ctx) -> dict:
 
 @bp.get("/health")
 async def health(request: Request) -> HTTPResponse:
-    ctx = request.app.ctx
+    ctx = app_context(request)
     state, reason, _ = _model_health(ctx)
     body = {"status": "ok", "model": ctx.default_model, "model_state": state}
     if reason:
         body["error"] = reason
-    for check in ctx.health_checks:
-        body.update(check())
+    body.update(embedding_health(ctx.settings.embedding_model, ctx.embeddings))
     states = [v for k, v in body.items() if k.endswith("_state")]
     if "failed" in states or "loading" in states:
         body["status"] = "failed" if "failed" in states else "loading"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
-from api.http import json_response, parse_body
+from api.http import app_context, json_response, parse_body
 from api.protocol_data import DatasetInfo, DatasetList, DatasetPage, IngestRequest, IngestResponse
 from data.training_store import validate_dataset_name
 from errors import InvalidRequest
@@ -16,7 +16,7 @@ bp = Blueprint("training", url_prefix="/v1/training")
 @bp.post("/ingest")
 async def ingest(request: Request) -> HTTPResponse:
     body = parse_body(request, IngestRequest)
-    ctx = request.app.ctx
+    ctx = app_context(request)
     dataset = validate_dataset_name(body.dataset)
     if len(body.examples) > ctx.settings.max_ingest_examples:
         raise InvalidRequest(
@@ -34,7 +34,7 @@ async def ingest(request: Request) -> HTTPResponse:
 
 @bp.get("/datasets")
 async def list_datasets(request: Request) -> HTTPResponse:
-    infos = await request.app.ctx.training.list_datasets()
+    infos = await app_context(request).training.list_datasets()
     return json_response(DatasetList(data=[DatasetInfo(**info) for info in infos]))
 
 
@@ -42,13 +42,13 @@ async def list_datasets(request: Request) -> HTTPResponse:
 async def read_dataset(request: Request, name: str) -> HTTPResponse:
     offset = _int_arg(request, "offset", 0, 0, 1 << 31)
     limit = _int_arg(request, "limit", 100, 1, 1000)
-    page = await request.app.ctx.training.read(validate_dataset_name(name), offset=offset, limit=limit)
+    page = await app_context(request).training.read(validate_dataset_name(name), offset=offset, limit=limit)
     return json_response(DatasetPage(dataset=name, **page))
 
 
 @bp.delete("/datasets/<name>")
 async def delete_dataset(request: Request, name: str) -> HTTPResponse:
-    await request.app.ctx.training.delete(validate_dataset_name(name))
+    await app_context(request).training.delete(validate_dataset_name(name))
     return json_response({"object": "training.dataset.deleted", "dataset": name, "deleted": True})
 
 

@@ -7,16 +7,19 @@ so a busy server is fair between UI users and API clients.
 from __future__ import annotations
 
 from contextlib import aclosing
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 from api import auth
 from gradio_ui.backend import CutShort
 from models.interfaces import SamplingParams
 
+if TYPE_CHECKING:
+    from server import AppContext
+
 
 class SchedulerChatBackend:
-    def __init__(self, ctx):
-        self.ctx = ctx  # the Sanic app's ctx: settings, registry, generation service
+    def __init__(self, ctx: AppContext):
+        self.ctx = ctx
 
     def chat_models(self) -> list[str]:
         return [m.id for m in self.ctx.registry.list()]

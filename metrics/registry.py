@@ -5,19 +5,21 @@ never share counts) and the small recording functions the rest of the server cal
 
     observe_request(endpoint, method, status, seconds)   HTTP middleware (api/observability.py)
     observe_generation(job)                              GenerationScheduler.listeners
-    observe_embedding_batch(size, seconds)               EmbeddingBatcher.batch_listeners  } via
-    observe_embedding_wait(seconds)                      EmbeddingBatcher.queue_listeners  } attach_embeddings
+    observe_embedding_batch(size, seconds)               EmbeddingService.batch_listeners
+    observe_embedding_wait(seconds)                      EmbeddingService.queue_listeners
     observe_training_ingest(counts)                      the training ingest route
 
-Live values (queue depth, jobs running, 429s and cancellations counted by the schedulers
-themselves, process stats) are read when collected, from the objects given to `bind()`.
-Counters and histograms feed the Prometheus text; `RecentWindow`s feed the JSON percentiles.
+server.py subscribes them, once, where the app is wired. Live values (queue depth, jobs running,
+429s and cancellations counted by the schedulers themselves, model states) are read when
+collected, from the `stats()` functions given as `live` (`QueueStats`, or None while a scheduler
+has nothing to report); process stats from psutil. Counters and histograms feed the Prometheus
+text; `RecentWindow`s feed the JSON percentiles.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -25,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from metrics.process import ProcessStats
 from metrics.window import RecentWindow
+from scheduler.stats import QueueStats
 
 PREFIX = "llm_server"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -37,13 +40,33 @@ def _name(short: str) -> str:
     return f"{PREFIX}_{short}"
 
 
+class JobRow(NamedTuple):
+    """One finished generation job in the recent window (times in seconds; None: it never got there)."""
+
+    model: str
+    queue_s: float | None
+    ttft_s: float | None
+    generation_s: float | None
+    tokens_per_s: float | None
+    completion_tokens: int
+
+
+class BatchRow(NamedTuple):
+    size: int
+    seconds: float
+
+
+LiveStats = Callable[[], QueueStats | None]
+
+
 class Metrics:
-    def __init__(self, *, window_s: float = 300.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, *, live: Mapping[str, LiveStats] | None = None, window_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.started_at = time.time()
         self.window_s = window_s
         self.registry = CollectorRegistry(auto_describe=True)
         self.process = ProcessStats()
-        self.scheduler: Any = None  # the GenerationScheduler, read live (see bind)
+        self.live = dict(live or {})  # scheduler name ("generation", "embedding") -> its stats()
         r = self.registry
 
         # HTTP
@@ -83,18 +106,13 @@ class Metrics:
         r.register(_LiveCollector(self))
 
         # Recent windows for the JSON percentiles and rates
-        self.recent_jobs = RecentWindow(window_s, clock=clock)  # (model, queue_s, ttft_s, gen_s, tokens_per_s, completion_tokens)
-        self.recent_batches = RecentWindow(window_s, clock=clock)  # (size, seconds)
+        self.recent_jobs = RecentWindow(window_s, clock=clock)  # JobRow
+        self.recent_batches = RecentWindow(window_s, clock=clock)  # BatchRow
         self.recent_embedding_waits = RecentWindow(window_s, clock=clock)  # (seconds,)
 
-    def bind(self, *, scheduler: Any = None, embeddings: Any = None) -> None:
-        """Follow the GenerationScheduler (its listeners, its live queue) and the embeddings (idempotent)."""
-        if scheduler is not None:
-            self.scheduler = scheduler
-            if self.observe_generation not in scheduler.listeners:
-                scheduler.listeners.append(self.observe_generation)
-        if embeddings is not None:
-            self.attach_embeddings(embeddings)
+    def live_stats(self) -> dict[str, QueueStats]:
+        """Each scheduler's queue now, for those that have one (the embedding batcher exists once loaded)."""
+        return {name: stats for name, read in self.live.items() if (stats := read()) is not None}
 
     # ---- recording ---------------------------------------------------------------------------
 
@@ -126,45 +144,22 @@ class Metrics:
             if seconds is not None:
                 histogram.labels(job.model).observe(seconds)
         tokens = outcome.completion_tokens if outcome is not None else 0
-        self.recent_jobs.add(job.model, job.queue_time, job.time_to_first_token, job.generation_time, rate, tokens)
+        self.recent_jobs.add(JobRow(job.model, job.queue_time, job.time_to_first_token, job.generation_time, rate, tokens))
 
     def observe_embedding_batch(self, size: int, seconds: float) -> None:
         self.embedding_batch_size.observe(size)
         self.embedding_batch_seconds.observe(seconds)
-        self.recent_batches.add(size, seconds)
+        self.recent_batches.add(BatchRow(size, seconds))
 
     def observe_embedding_wait(self, seconds: float) -> None:
         self.embedding_queue_seconds.observe(seconds)
-        self.recent_embedding_waits.add(seconds)
+        self.recent_embedding_waits.add((seconds,))
 
     def observe_training_ingest(self, counts: Mapping[str, int]) -> None:
         """Counts as returned by TrainingStore.ingest: {inserted, updated, skipped, ...}."""
         self.training_ingests.inc()
         for result in ("inserted", "updated", "skipped"):
             self.training_examples.labels(result).inc(int(counts.get(result, 0)))
-
-    def attach_embeddings(self, source: Any) -> None:
-        """Follow an EmbeddingBatcher, or a holder of one (`.batcher`, e.g. EmbeddingService), idempotently.
-
-        Listeners go on `source` now (a service hands its `batch_listeners` to the batcher it
-        creates) and on the batcher itself once it exists; its queue is read live.
-        """
-        self._embedding_source = source
-        self._subscribe(source)
-
-    def embedding_batcher(self) -> Any:
-        source = getattr(self, "_embedding_source", None)
-        batcher = source if hasattr(source, "queue_depth") else getattr(source, "batcher", None)
-        if batcher is not None and batcher is not source:
-            self._subscribe(batcher)
-        return batcher
-
-    def _subscribe(self, target: Any) -> None:
-        for attribute, listener in (("batch_listeners", self.observe_embedding_batch),
-                                    ("queue_listeners", self.observe_embedding_wait)):
-            listeners = getattr(target, attribute, None)
-            if listeners is not None and listener not in listeners:
-                listeners.append(listener)
 
 
 class _LiveCollector(Collector):
@@ -184,17 +179,14 @@ class _LiveCollector(Collector):
         rejected = CounterMetricFamily(_name("queue_rejected"), "Submissions refused with 429 because the queue was full.", labels=["scheduler"])
         cancelled = CounterMetricFamily(_name("jobs_cancelled"), "Jobs cancelled (client gone, shutdown) before or while running.", labels=["scheduler"])
         models = GaugeMetricFamily(_name("model_loaded"), "1 for each chat model worker, by state.", labels=["model", "state"])
-        for name, values in scheduler_values(m).items():
-            depth.add_metric([name], values["queue_depth"])
-            limit.add_metric([name], values["max_queue"])
-            running.add_metric([name], values["running"])
-            if values.get("rejected") is not None:
-                rejected.add_metric([name], values["rejected"])
-            if values.get("cancelled") is not None:
-                cancelled.add_metric([name], values["cancelled"])
-        if m.scheduler is not None:
-            for model, worker in list(m.scheduler.workers.items()):
-                models.add_metric([model, worker.state], 1)
+        for name, stats in m.live_stats().items():
+            depth.add_metric([name], stats.queue_depth)
+            limit.add_metric([name], stats.max_queue)
+            running.add_metric([name], stats.running)
+            rejected.add_metric([name], stats.rejected)
+            cancelled.add_metric([name], stats.cancelled)
+            for model, state in stats.models.items():
+                models.add_metric([model, state], 1)
         yield from (depth, limit, running, rejected, cancelled, models)
 
         p = m.process.sample()
@@ -203,18 +195,3 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily(_name("process_threads"), "Threads of the server process.", value=p.threads)
         yield GaugeMetricFamily(_name("process_uptime_seconds"), "Seconds since the server process started.", value=p.uptime_s)
         yield GaugeMetricFamily(_name("start_time_seconds"), "Unix time the app was created.", value=m.started_at)
-
-
-def scheduler_values(m: Metrics) -> dict[str, dict[str, int | None]]:
-    """Live queue numbers of each scheduler that exists: {"generation": {...}, "embedding": {...}}."""
-    out: dict[str, dict[str, int | None]] = {}
-    if m.scheduler is not None:
-        s = m.scheduler
-        out["generation"] = {"queue_depth": len(s.pending), "max_queue": s.max_queue, "running": s.running,
-                             "rejected": s.rejected, "cancelled": s.cancelled}
-    batcher = m.embedding_batcher()
-    if batcher is not None:
-        out["embedding"] = {"queue_depth": batcher.queue_depth, "max_queue": batcher.max_queue,
-                            "running": int(bool(getattr(batcher, "busy", False))),
-                            "rejected": getattr(batcher, "rejected", None), "cancelled": getattr(batcher, "cancelled", None)}
-    return out

@@ -14,7 +14,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
-from metrics.registry import Metrics, scheduler_values
+from metrics.registry import Metrics
 from metrics.window import summary
 
 RATE_WINDOW_S = 60.0
@@ -45,8 +45,8 @@ def build_snapshot(metrics: Metrics, *, default_model: str | None = None, versio
         "models": _models(metrics),
         "process": process.as_dict(),
         "schedulers": {
-            name: {**live, **(_generation(metrics) if name == "generation" else _embedding(metrics))}
-            for name, live in scheduler_values(metrics).items()
+            name: {**stats.counts(), **(_generation(metrics) if name == "generation" else _embedding(metrics))}
+            for name, stats in metrics.live_stats().items()
         },
         "training": _training(metrics),
     }
@@ -89,9 +89,9 @@ def _models(m: Metrics) -> dict[str, dict[str, Any]]:
     models: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"state": "unloaded", "generations": 0, "by_outcome": {}, "prompt_tokens": 0, "completion_tokens": 0}
     )
-    if m.scheduler is not None:
-        for name, worker in list(m.scheduler.workers.items()):
-            models[name]["state"] = worker.state
+    generation = m.live_stats().get("generation")
+    for name, state in (generation.models if generation is not None else {}).items():
+        models[name]["state"] = state
     for labels, value in _samples(m.generations):
         entry = models[labels["model"]]
         entry["generations"] += _count(value)
@@ -100,19 +100,23 @@ def _models(m: Metrics) -> dict[str, dict[str, Any]]:
         models[model].update(prompt_tokens=tokens["prompt"], completion_tokens=tokens["completion"])
     rows = m.recent_jobs.rows()
     for model, entry in models.items():
-        entry["tokens_per_s"] = summary(r[4] for r in rows if r[0] == model and r[4] is not None)
+        entry["tokens_per_s"] = summary(r.tokens_per_s for r in rows if r.model == model and r.tokens_per_s is not None)
     return dict(models)
 
 
 def _generation(m: Metrics) -> dict[str, Any]:
     rows = m.recent_jobs.rows()
-    recent_tokens = sum(r[5] for r in m.recent_jobs.rows(RATE_WINDOW_S))
+    recent_tokens = sum(r.completion_tokens for r in m.recent_jobs.rows(RATE_WINDOW_S))
+
+    def times(field: str) -> dict[str, Any]:
+        return summary(value for r in rows if (value := getattr(r, field)) is not None)
+
     return {
         "completed": _count(sum(v for _, v in _samples(m.generations))),
-        "queue_wait_s": summary(r[1] for r in rows if r[1] is not None),
-        "time_to_first_token_s": summary(r[2] for r in rows if r[2] is not None),
-        "generation_s": summary(r[3] for r in rows if r[3] is not None),
-        "tokens_per_s": summary(r[4] for r in rows if r[4] is not None),
+        "queue_wait_s": times("queue_s"),
+        "time_to_first_token_s": times("ttft_s"),
+        "generation_s": times("generation_s"),
+        "tokens_per_s": times("tokens_per_s"),
         "completion_tokens_per_s": round(recent_tokens / RATE_WINDOW_S, 3),
     }
 
@@ -128,9 +132,9 @@ def _embedding(m: Metrics) -> dict[str, Any]:
     return {
         "batches": _count(batches),
         "inputs": _count(inputs),
-        "inputs_per_s": round(sum(r[0] for r in m.recent_batches.rows(RATE_WINDOW_S)) / RATE_WINDOW_S, 3),
-        "batch_size": {**summary(r[0] for r in rows), "histogram": buckets},
-        "batch_s": summary(r[1] for r in rows),
+        "inputs_per_s": round(sum(r.size for r in m.recent_batches.rows(RATE_WINDOW_S)) / RATE_WINDOW_S, 3),
+        "batch_size": {**summary(r.size for r in rows), "histogram": buckets},
+        "batch_s": summary(r.seconds for r in rows),
         "queue_wait_s": summary(m.recent_embedding_waits.column(0)),
     }
 

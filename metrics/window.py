@@ -19,7 +19,8 @@ class RecentWindow:
         self._rows: deque[tuple[float, tuple]] = deque(maxlen=max_rows)
         self._clock = clock
 
-    def add(self, *row: object) -> None:
+    def add(self, row: tuple) -> None:
+        """One observation: a tuple, or a NamedTuple whose fields the readers use by name."""
         self._rows.append((self._clock(), row))
 
     def rows(self, within: float | None = None) -> list[tuple]:

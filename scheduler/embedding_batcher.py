@@ -42,6 +42,7 @@ import numpy as np
 
 from errors import EngineFailure, InvalidRequest, QueueFull, Unavailable
 from models.embedding_engine import EmbeddingEngine
+from scheduler.stats import QueueStats
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,9 @@ class EmbeddingBatcher:
     def busy(self) -> bool:
         """True while an `encode` call runs."""
         return self._busy
+
+    def stats(self) -> QueueStats:
+        return QueueStats(self.queue_depth, self.max_queue, int(self.busy), self.rejected, self.cancelled)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         """Embed `texts`; returns float32 rows in input order."""

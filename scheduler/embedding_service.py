@@ -15,6 +15,7 @@ from typing import Callable
 from errors import ModelLoadFailed, ServerError, Unavailable
 from models.embedding_engine import EmbeddingEngine
 from scheduler.embedding_batcher import EmbeddingBatcher
+from scheduler.stats import QueueStats
 
 log = logging.getLogger("server.embeddings")
 
@@ -65,6 +66,10 @@ class EmbeddingService:
         if self.state == "failed":
             raise ModelLoadFailed(f"the embedding model {self.model_id} failed to load: {self.error}")
         raise Unavailable(f"the embedding model {self.model_id} is still loading; retry in a few seconds")
+
+    def stats(self) -> QueueStats | None:
+        """The batcher's queue, once the model has loaded."""
+        return self.batcher.stats() if self.batcher is not None else None
 
     async def stop(self) -> None:
         if self._task is not None and not self._task.done():

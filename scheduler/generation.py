@@ -23,6 +23,7 @@ from typing import Callable
 from errors import QueueFull, ServerError, Unavailable
 from models.interfaces import ChatEngine, SamplingParams
 from scheduler.jobs import GenerationJob
+from scheduler.stats import QueueStats
 from scheduler.worker import ModelWorker
 
 JobListener = Callable[[GenerationJob], None]
@@ -209,12 +210,9 @@ class GenerationScheduler:
 
     # ---- state for /health and /metrics ------------------------------------------------------
 
-    async def wait_loaded(self, model: str) -> ModelWorker:
-        """Wait until `model`'s worker has finished loading (or failed)."""
-        worker = self.workers[model]
-        while worker.state == "loading":
-            await asyncio.sleep(0.02)
-        return worker
+    def stats(self) -> QueueStats:
+        return QueueStats(len(self.pending), self.max_queue, self.running, self.rejected, self.cancelled,
+                          {model: worker.state for model, worker in list(self.workers.items())})
 
     def model_state(self, model: str) -> tuple[str, str | None]:
         worker = self.workers.get(model)

@@ -1,20 +1,20 @@
 """The /status dashboard in headless Chromium, against the real server (and, for the pre-filled
-key, a bare app with only the observability routes). The page may reach nothing but the server.
+key, the app on fake engines in this process). The page may reach nothing but the server.
 Screenshots go to tests/artifacts/."""
 
 from __future__ import annotations
 
 import threading
 import time
-from types import SimpleNamespace
 
 import httpx
 import pytest
-from sanic import Sanic
 
-from api import observability
-from metrics import Metrics
+from models.fake_chat import FakeChatEngine
+from models.fake_embedding import FakeEmbeddingEngine
+from server import create_app
 from settings import Settings
+from tests.helpers.fake_server import write_fake_gguf
 from tests.conftest import API_KEY
 from tests.helpers.browser import ARTIFACTS, launched_chromium, offline_context, require_chromium, serve_in_thread
 
@@ -99,15 +99,14 @@ def test_wrong_key_shows_a_clear_message(browser, live_server):
 
 
 @pytest.fixture(scope="module")
-def prefilled_app_url():
-    app = Sanic("status_prefill_test")
+def prefilled_app_url(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("prefilled")
+    write_fake_gguf(folder / "models")
+    settings = Settings(api_keys=[API_KEY, PREFILLED_KEY], default_api_key=PREFILLED_KEY, models_dir=folder / "models",
+                        training_data_dir=folder / "training")
+    app = create_app(settings, chat_engine_factory=lambda _model: FakeChatEngine(), embedding_engine_factory=FakeEmbeddingEngine,
+                     name="status_prefill_test", mount_ui=False)
     app.config.TOUCHUP = False
-    app.ctx.settings = Settings(api_keys=[API_KEY], default_api_key=PREFILLED_KEY)
-    app.ctx.default_model = None
-    app.ctx.startup_error = app.ctx.startup_reason = None
-    app.ctx.embeddings = SimpleNamespace(state="off", error=None)  # /metrics reports the health detail too
-    app.ctx.metrics = Metrics()
-    observability.install(app)  # no auth middleware here: only the pre-filled field is under test
     with serve_in_thread(app) as url:
         yield url
 
@@ -117,5 +116,5 @@ def test_default_api_key_prefills_the_field(browser, prefilled_app_url):
         page.goto(prefilled_app_url + "/status?interval=1")
         assert page.input_value("#key") == PREFILLED_KEY  # escaped into the page, read back intact
         page.wait_for_selector("#message.ok", timeout=15_000)
-        assert field(page, "model") == "none"
+        assert field(page, "model") == "fake-chat.gguf"
         assert log.outside == [] and log.errors == []

@@ -73,7 +73,7 @@ async def make_scheduler():
         scheduler = GenerationScheduler(loader or Loader(), **options)
         await scheduler.start(preload=preload)
         if preload:
-            await scheduler.wait_loaded(preload)
+            await wait_until(lambda: scheduler.model_state(preload)[0] != "loading")
         made.append(scheduler)
         return scheduler
 
@@ -161,10 +161,8 @@ async def test_full_queue_is_refused_at_once_with_retry_after(make_scheduler):
     scheduler = await make_scheduler(loader, max_queue=2)
     engine, running = await occupy(scheduler, loader)
     waiting = [scheduler.submit("a.gguf", f"waiting {i}", PARAMS) for i in range(2)]
-    started = time.monotonic()
-    with pytest.raises(QueueFull) as info:
+    with pytest.raises(QueueFull) as info:  # `submit` is synchronous: refused before anything awaits
         scheduler.submit("a.gguf", "one too many", PARAMS)
-    assert time.monotonic() - started < 0.05
     error = info.value
     assert error.status == 429
     assert error.retry_after_s >= 1
@@ -294,7 +292,7 @@ async def test_leaving_the_stream_stops_the_engine_within_a_token_and_the_next_j
     left_at = time.monotonic()
     assert job.cancelled and job.cancel_reason == "client"
     assert await collect(nxt) == "next one "
-    assert time.monotonic() - left_at < 0.5  # not the 4 s the long job would have taken
+    assert time.monotonic() - left_at < 200 * loader.delay_s / 2  # well before the long job would have ended
     assert engine.stopped_early == ["long one"]
     assert job.outcome.completion_tokens <= len(received) + 2
     assert engine.prompts == ["long one", "next one"]
@@ -370,7 +368,7 @@ async def test_queue_timeout_is_unavailable_and_the_job_is_skipped(make_schedule
     started = time.monotonic()
     with pytest.raises(Unavailable) as info:
         await collect(late, timeout=scheduler.queue_timeout_s)
-    assert 0.09 <= time.monotonic() - started < 1
+    assert scheduler.queue_timeout_s * 0.9 <= time.monotonic() - started < scheduler.queue_timeout_s * 10
     assert info.value.status == 503
     assert "generation queue" in info.value.message
     assert info.value.headers() == {"Retry-After": "1"}

@@ -1,5 +1,5 @@
-"""The metrics module on fakes: what each observation adds, the JSON snapshot, listener wiring, and
-the OpenAPI 3.0 rewrite of pydantic schemas. No server, no model."""
+"""The metrics module on fakes: what each observation adds, the JSON snapshot, live stats, and the
+OpenAPI 3.0 rewrite of pydantic schemas. No server, no model."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from api.observability import wants_prometheus
 from metrics import Metrics, build_snapshot
 from metrics.window import RecentWindow, percentile
 from models.interfaces import GenerationOutcome
+from scheduler.stats import QueueStats
 
 
 def job(model="m.gguf", *, prompt=5, completion=10, reason="stop", error=None, cancel=None, origin="api", cached=0):
@@ -21,21 +22,13 @@ def job(model="m.gguf", *, prompt=5, completion=10, reason="stop", error=None, c
                            queue_time=0.5, time_to_first_token=0.75, generation_time=2.0)
 
 
-class FakeScheduler:
-    def __init__(self):
-        self.listeners, self.pending, self.max_queue = [], {1, 2}, 8
-        self.running, self.rejected, self.cancelled = 1, 3, 4
-        self.workers = {"m.gguf": SimpleNamespace(state="ready")}
+GENERATION = QueueStats(queue_depth=2, max_queue=8, running=1, rejected=3, cancelled=4, models={"m.gguf": "ready"})
 
 
 def test_generation_observations_add_exact_tokens_and_outcomes():
-    m = Metrics()
-    scheduler = FakeScheduler()
-    m.bind(scheduler=scheduler)
-    m.bind(scheduler=scheduler)  # idempotent: one listener
-    assert scheduler.listeners == [m.observe_generation]
+    m = Metrics(live={"generation": lambda: GENERATION})
     for done in (job(), job(reason="length", cached=4), job(error=RuntimeError("x")), job(cancel="client", completion=2)):
-        scheduler.listeners[0](done)
+        m.observe_generation(done)
     snap = build_snapshot(m, default_model="m.gguf")
     counts = {"prompt": 15, "prompt_cached": 4, "prompt_evaluated": 11, "cache_hit_ratio": 0.2667, "completion": 22}
     assert snap["tokens"] == {**counts, "by_model": {"m.gguf": counts}}
@@ -62,19 +55,14 @@ def test_requests_are_counted_by_template_and_status():
     assert requests["by_endpoint"]["GET /v1/models"]["mean_latency_s"] == 0.01
 
 
-def test_embedding_service_listeners_are_not_doubled_once_the_batcher_exists():
-    m = Metrics()
-    service = SimpleNamespace(batch_listeners=[], batcher=None)
-    m.attach_embeddings(service)
+def test_embedding_batches_and_the_live_queue_once_the_model_has_loaded():
+    loaded: list[QueueStats] = []
+    m = Metrics(live={"embedding": lambda: loaded[0] if loaded else None})
     assert build_snapshot(m)["schedulers"] == {}  # no batcher yet: no embedding entry
-    batcher = SimpleNamespace(batch_listeners=list(service.batch_listeners), queue_listeners=[], queue_depth=5,
-                              max_queue=64, busy=True)
-    service.batcher = batcher  # what EmbeddingService does when the model has loaded
-    build_snapshot(m)  # reading the metrics finds the batcher and subscribes to its queue
-    assert len(batcher.batch_listeners) == 1 and len(batcher.queue_listeners) == 1
+    loaded.append(QueueStats(queue_depth=5, max_queue=64, running=1, rejected=0, cancelled=0))
     for size in (1, 3, 3, 64):
-        batcher.batch_listeners[0](size, 0.1)
-    batcher.queue_listeners[0](0.25)
+        m.observe_embedding_batch(size, 0.1)
+    m.observe_embedding_wait(0.25)
     embedding = build_snapshot(m)["schedulers"]["embedding"]
     assert embedding["queue_depth"] == 5 and embedding["running"] == 1
     assert embedding["batches"] == 4 and embedding["inputs"] == 71
@@ -101,9 +89,9 @@ def test_two_apps_do_not_share_counts():
 def test_recent_window_forgets_old_rows_and_percentiles_interpolate():
     now = [0.0]
     window = RecentWindow(seconds=10, clock=lambda: now[0])
-    window.add(1.0)
+    window.add((1.0,))
     now[0] = 5
-    window.add(3.0)
+    window.add((3.0,))
     assert window.column(0) == [1.0, 3.0] and window.column(0, within=1) == [3.0]
     now[0] = 12
     assert window.column(0) == [3.0]

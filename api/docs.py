@@ -29,6 +29,7 @@ from sanic_ext.extensions.openapi.definitions import Parameter, RequestBody, Res
 
 from api import protocol, protocol_data
 from api.docs_catalog import ENDPOINTS, ERROR_EXAMPLES, SSE_EXAMPLE, Endpoint
+from api.http import NOSNIFF, page_headers
 from api.system import VERSION
 from errors import NotFound
 
@@ -43,17 +44,12 @@ BUNDLES = {
 # ReDoc's sidebar shows its logo from a CDN; the package ships the same file, so point there instead.
 REWRITES = {("redoc", "redoc.standalone.js"): (b"https://cdn.redoc.ly/redoc/logo-mini.svg", b"/docs/assets/redoc/logo-mini.svg")}
 MIME = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
-PAGE_HEADERS = {
-    # Both UIs inject inline styles and ReDoc runs its search in a blob: worker; scripts stay 'self'.
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-        "font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; base-uri 'none'; form-action 'none'; "
-        "frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-}
+# Both UIs inject inline styles and ReDoc runs its search in a blob: worker; scripts stay 'self'.
+PAGE_HEADERS = page_headers(
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
 # The schema of one event (as OpenAPI 3.2's `itemSchema` and schemathesis read it), not of the whole stream.
 SSE_EVENT_SCHEMA = {
     "type": "object",
@@ -90,7 +86,7 @@ async def redoc_page(request: Request) -> HTTPResponse:
 @bp.get("/docs/assets/swagger-init.js")
 @openapi.exclude()
 async def swagger_init(request: Request) -> HTTPResponse:
-    return await file(PAGES / "swagger-init.js", mime_type=MIME[".js"], headers={"X-Content-Type-Options": "nosniff"})
+    return await file(PAGES / "swagger-init.js", mime_type=MIME[".js"], headers=NOSNIFF)
 
 
 @bp.get("/docs/assets/<bundle:str>/<name:str>")
@@ -99,7 +95,7 @@ async def bundle_asset(request: Request, bundle: str, name: str) -> HTTPResponse
     folder, allowed = BUNDLES.get(bundle, (None, set()))
     if name not in allowed:
         raise NotFound(f"Unknown asset {bundle}/{name}")
-    headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=86400"}
+    headers = {**NOSNIFF, "Cache-Control": "public, max-age=86400"}
     mime = MIME[Path(name).suffix]
     if (bundle, name) in REWRITES:
         return HTTPResponse(_rewritten(bundle, name), headers=headers, content_type=mime)

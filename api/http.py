@@ -19,8 +19,15 @@ if TYPE_CHECKING:  # server.py builds it; the routes only read it
 RequestModel = TypeVar("RequestModel", bound=BaseModel)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 # On every JSON answer and everything behind the key: kept in no cache (shared machine, next user), never sniffed.
-DATA_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+DATA_HEADERS = {**NOSNIFF, "Cache-Control": "no-store"}
+
+
+def page_headers(csp: str, *, referrer: str = "no-referrer", extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The headers of every HTML page: its CSP, never framed (clickjacking), never sniffed."""
+    return {"Content-Security-Policy": csp, **NOSNIFF, "X-Frame-Options": "DENY", "Referrer-Policy": referrer, **(extra or {})}
+
 DONE = b"data: [DONE]\n\n"
 
 

@@ -21,7 +21,7 @@ from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse
 from sanic_ext import openapi
 
-from api.http import app_context, json_response
+from api.http import NOSNIFF, app_context, json_response, page_headers
 from api.system import VERSION, health_detail
 from errors import NotFound
 from metrics import Metrics, build_snapshot
@@ -33,16 +33,11 @@ bp = Blueprint("observability")
 
 STATIC = Path(__file__).resolve().parent.parent / "metrics" / "static"
 ASSET_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
-PAGE_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
-        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
+PAGE_HEADERS = page_headers(
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    extra={"Cache-Control": "no-cache"},
+)
 PROMETHEUS_TYPES = {"text/plain", "application/openmetrics-text"}
 # Methods counted under their own name; any other (`curl -X M$RANDOM`) is counted as OTHER, so that
 # a client cannot add label values (and memory) to every request series without end.
@@ -101,7 +96,7 @@ async def status_asset(request: Request, name: str) -> HTTPResponse:
     path = STATIC / name
     if "/" in name or name.startswith(".") or path.suffix not in ASSET_TYPES or not path.is_file():
         raise NotFound(f"Unknown asset {name!r}")
-    headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+    headers = {**NOSNIFF, "Cache-Control": "no-cache"}
     return HTTPResponse(path.read_bytes(), headers=headers, content_type=ASSET_TYPES[path.suffix])
 
 

@@ -444,10 +444,6 @@ class TrainingStore:
         self._indexes: dict[str, _Index] = {}  # per dataset, so that an ingest need not re-read the file
         self._stats: dict[str, _Stats] = {}  # per dataset, so that listings and reads need not recount
 
-    @classmethod
-    def from_settings(cls, settings) -> "TrainingStore":
-        return cls(settings.training_data_dir)
-
     def path_for(self, dataset: str) -> Path:
         """The file of `dataset`, after checking the name and that the path stays in the root."""
         name = validate_dataset_name(dataset)

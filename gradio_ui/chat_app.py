@@ -42,6 +42,7 @@ from errors import (  # noqa: E402
     ServerError,
     Unavailable,
 )
+from api.http import page_headers  # noqa: E402
 from gradio_ui.asgi_bridge import mount_asgi  # noqa: E402
 from gradio_ui.backend import ChatBackend, CutShort  # noqa: E402
 
@@ -260,12 +261,7 @@ PAGE_ROUTES = (
 )
 
 # Added to every /chat response that lacks them. No full CSP: Gradio's page needs inline scripts and styles.
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "frame-ancestors 'none'",
-    "Referrer-Policy": "same-origin",
-}
+SECURITY_HEADERS = page_headers("frame-ancestors 'none'", referrer="same-origin")
 
 
 def mount_chat_ui(

@@ -27,7 +27,6 @@ class FakeEmbeddingEngine:
         self.max_seq_length = max_seq_length
         self.vocab_size = vocab_size
         self.batches: list[list[str]] = []  # every encode call's texts, in call order
-        self.calls_started = 0
         self._failures: list[BaseException] = []
         self._lock = threading.Lock()
         self._gate = threading.Event()
@@ -79,7 +78,6 @@ class FakeEmbeddingEngine:
     def encode(self, texts: list[str]) -> np.ndarray:
         with self._lock:
             self.batches.append(list(texts))
-            self.calls_started += 1
             failure = self._failures.pop(0) if self._failures else None
         self.entered.set()
         self._gate.wait()

@@ -179,10 +179,6 @@ class EmbeddingBatcher:
             self.cancelled += 1
             raise
 
-    async def count_tokens(self, texts: list[str]) -> list[int]:
-        """The engine's token counts, run on the engine's thread (its tokenizer is not thread-safe)."""
-        return await self._on_engine_thread(self.engine.count_tokens, list(texts))
-
     async def decode(self, token_ids: list[int]) -> str:
         return await self._on_engine_thread(self.engine.decode, list(token_ids))
 

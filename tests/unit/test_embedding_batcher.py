@@ -189,7 +189,7 @@ async def test_stop_answers_every_waiter_queued_or_in_flight():
 
 
 @pytest.mark.asyncio
-async def test_listeners_counters_and_token_helpers():
+async def test_listeners_counters_and_the_decode_helper():
     engine = FakeEmbeddingEngine()
     batches, waits = [], []
     async with EmbeddingBatcher(engine, max_batch=64, max_wait_ms=5, max_queue=100) as batcher:
@@ -197,7 +197,6 @@ async def test_listeners_counters_and_token_helpers():
         batcher.batch_listeners.append(lambda size, seconds: 1 / 0)  # a broken hook changes nothing
         batcher.queue_listeners.append(waits.append)
         await batcher.embed(["one", "two"])
-        assert await batcher.count_tokens(["one two three", ""]) == [5, 2]
         assert await batcher.decode([1, 2]) == "t1 t2"
         assert (await batcher.embed([])).shape == (0, engine.dimensions)
     assert [size for size, _ in batches] == [2] and batches[0][1] >= 0

@@ -24,7 +24,8 @@ from api import errors as api_errors
 from api.generation import GenerationService
 from api.http import add_data_headers, is_json
 from api.protocol import ModelCard
-from data.training_store import FolderInUse, TrainingStore, claim_folder
+from data.folder_lock import FolderInUse, claim_folder
+from data.training_store import TrainingStore
 from metrics import Metrics
 from models.interfaces import ChatEngine, PrefixCache
 from models.registry import ModelRegistry, ModelRegistryError

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from api import protocol_data
+
 SSE_EXAMPLE = (
     'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"SmolLM2-135M-Instruct.Q4_1.gguf",'
     '"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null,"logprobs":null}]}\n\n'
@@ -130,7 +132,7 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
         "One page of a dataset's records, in the order they were stored.",
         response=("DatasetPage",), errors=(400, 404),
         query=(QueryParameter("offset", "Records to skip.", {"type": "integer", "minimum": 0, "maximum": 2**31, "default": 0}),
-               QueryParameter("limit", "Records in the page.", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}))),
+               QueryParameter("limit", "Records in the page.", {"type": "integer", "minimum": 1, "maximum": protocol_data.MAX_PAGE, "default": 100}))),
     ("DELETE", "/v1/training/datasets/{name}"): Endpoint(
         "Delete a training dataset", "Training", "deleteTrainingDataset", "Remove the dataset's JSONL file.",
         response_example={"object": "training.dataset.deleted", "dataset": "my-support-faq", "deleted": True},

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 
 MAX_META_DEPTH = 32
+MAX_PAGE = 1000  # records in one page of a dataset
 
 
 class EmbeddingRequest(BaseModel):
@@ -107,6 +108,15 @@ class IngestRequest(BaseModel):
     examples: list[TrainingExample] = Field(..., min_length=1)
     upsert: bool = Field(False, description="Replace stored examples with the same key instead of skipping them.")
     store_embeddings: bool = Field(False, description="Store an embedding of prompt + newline + response.")
+
+
+class PageQuery(BaseModel):
+    """`GET /v1/training/datasets/<name>?offset=&limit=`: the bounds of one page."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    offset: int = Field(0, ge=0, le=2**31, description="Records to skip.")
+    limit: int = Field(100, ge=1, le=MAX_PAGE, description="Records in the page.")
 
 
 class IngestResponse(BaseModel):

@@ -5,9 +5,11 @@ from __future__ import annotations
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
+from pydantic import ValidationError
+
+from api.errors import from_validation_error
 from api.http import app_context, json_response, parse_body
-from api.protocol_data import DatasetInfo, DatasetList, DatasetPage, IngestRequest, IngestResponse
-from data.training_store import validate_dataset_name
+from api.protocol_data import DatasetInfo, DatasetList, DatasetPage, IngestRequest, IngestResponse, PageQuery
 from errors import InvalidRequest
 
 bp = Blueprint("training", url_prefix="/v1/training")
@@ -17,7 +19,7 @@ bp = Blueprint("training", url_prefix="/v1/training")
 async def ingest(request: Request) -> HTTPResponse:
     body = parse_body(request, IngestRequest)
     ctx = app_context(request)
-    dataset = validate_dataset_name(body.dataset)
+    dataset = body.dataset  # the store checks that it names a file inside its folder
     if len(body.examples) > ctx.settings.max_ingest_examples:
         raise InvalidRequest(
             f"at most {ctx.settings.max_ingest_examples} examples per request (MAX_INGEST_EXAMPLES)", param="examples"
@@ -40,26 +42,15 @@ async def list_datasets(request: Request) -> HTTPResponse:
 
 @bp.get("/datasets/<name>")
 async def read_dataset(request: Request, name: str) -> HTTPResponse:
-    offset = _int_arg(request, "offset", 0, 0, 1 << 31)
-    limit = _int_arg(request, "limit", 100, 1, 1000)
-    page = await app_context(request).training.read(validate_dataset_name(name), offset=offset, limit=limit)
+    try:
+        query = PageQuery(**{key: request.args.get(key) for key in ("offset", "limit") if key in request.args})
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    page = await app_context(request).training.read(name, offset=query.offset, limit=query.limit)
     return json_response(DatasetPage(dataset=name, **page))
 
 
 @bp.delete("/datasets/<name>")
 async def delete_dataset(request: Request, name: str) -> HTTPResponse:
-    await app_context(request).training.delete(validate_dataset_name(name))
+    await app_context(request).training.delete(name)
     return json_response({"object": "training.dataset.deleted", "dataset": name, "deleted": True})
-
-
-def _int_arg(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be an integer", param=name) from None
-    if not low <= value <= high:
-        raise InvalidRequest(f"{name} must be between {low} and {high}", param=name)
-    return value

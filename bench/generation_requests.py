@@ -8,7 +8,6 @@ and the greedy sampling are shared by every system, so their outputs can be comp
 from __future__ import annotations
 
 import codecs
-import ctypes
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ from pathlib import Path
 import httpx
 
 from bench.common import ServerProcess
+from models import gpt4all_native
+from models.interfaces import SamplingParams
 
 try:
     import orjson
@@ -106,18 +107,11 @@ class RawGPT4All:
 
     def __init__(self, path: Path, *, n_threads: int, n_ctx: int, n_batch: int):
         os.environ.setdefault("GPT4ALL_NO_UPDATE_CHECK", "1")
-        from gpt4all import GPT4All
-
         self.n_batch = n_batch
-        self.gpt4all = GPT4All(
-            path.name, model_path=str(path.parent), allow_download=False, n_threads=n_threads, n_ctx=n_ctx, device="cpu", verbose=False
-        )
+        self.gpt4all = gpt4all_native.load(path, n_ctx=n_ctx, n_threads=n_threads, device="cpu")
         self.lm = self.gpt4all.model
 
     def generate(self, prompt_index: int, prompt: str, max_tokens: int) -> Sample:
-        from gpt4all._pyllmodel import PromptCallback, ResponseCallback, llmodel
-
-        lm = self.lm
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         counts = [0, 0]
         sample = Sample(RAW, prompt_index, 0.0)
@@ -138,30 +132,12 @@ class RawGPT4All:
             return True
 
         raise_later: list[str] = []
-        prompt_cb, response_cb = PromptCallback(on_prompt), ResponseCallback(on_response)
+        params = SamplingParams(max_tokens=max_tokens, temperature=SAMPLING["temperature"], top_p=SAMPLING["top_p"],
+                                top_k=SAMPLING["top_k"], min_p=SAMPLING["min_p"], repeat_penalty=SAMPLING["repeat_penalty"],
+                                repeat_last_n=REPEAT_LAST_N)
         sample.started = clock()
-        lm._set_context(
-            n_predict=max_tokens,
-            top_k=SAMPLING["top_k"],
-            top_p=SAMPLING["top_p"],
-            min_p=SAMPLING["min_p"],
-            temp=SAMPLING["temperature"],
-            n_batch=self.n_batch,
-            repeat_penalty=SAMPLING["repeat_penalty"],
-            repeat_last_n=REPEAT_LAST_N,
-            reset_context=True,
-        )
-        llmodel.llmodel_prompt(
-            lm.model,
-            ctypes.c_char_p(prompt.encode("utf-8")),
-            ctypes.c_char_p(b"%1%2"),  # as the server's engine does: no hidden "\n\n" suffix evaluated after the reply
-            prompt_cb,
-            response_cb,
-            True,
-            lm.context,
-            True,  # special tokens in the rendered template are parsed, as the server does
-            ctypes.c_char_p(),
-        )
+        gpt4all_native.prompt(self.lm, prompt.encode("utf-8"), params, n_past=0, n_predict=max_tokens, n_batch=self.n_batch,
+                              on_prompt_token=on_prompt, on_response_token=on_response)  # exactly the server's call
         sample.ended = clock()
         if raise_later:
             raise RuntimeError(f"raw GPT4All refused the prompt: {raise_later[0]}")

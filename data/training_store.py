@@ -23,26 +23,19 @@ Ingest semantics, as if the examples were ingested one at a time, in order:
   an embedding whenever the new one brings one: then nothing changes (`skipped`).
 `size` is the number of valid records afterwards.
 
-Durability: appends are whole lines in one write to an O_APPEND file, fsync'd before `ingest`
-returns (and the folder too when the file is new). If an ingest replaces records, the whole
-file is rewritten into a temporary file in the same folder, fsync'd, renamed over the old one
-with os.replace (atomic) and the folder is fsync'd. A crash therefore leaves at most a torn
-last line. Corrupt lines (not a JSON object with string id/prompt/response) are reported by
-1-based line number, skipped by readers, and kept verbatim by rewrites; before appending to a
-file whose last line is torn, a newline is written first so the new records stay intact.
+Durability (data/jsonl_files.py): an ingest returns once its records are fsync'd, appended, or
+the file rewritten and renamed over the old one. Corrupt lines are reported, skipped by readers
+and kept verbatim by rewrites; after a torn last line, a newline comes first.
 
 Concurrency: one asyncio lock per dataset (keyed by the lower-cased name, so names that are one
 file on macOS share it) serializes all file work on it (done in a thread with
 asyncio.to_thread); a lock is dropped when nobody holds or awaits it, so lookups of missing
 datasets leave nothing behind. The store assumes it is the only process writing its root: the
 server makes sure of it with `claim_folder`, an OS lock (flock) on `<root>/.lock` held for the
-process's lifetime, so a second server on the same folder exits at start (FolderInUse).
+process's lifetime (data/folder_lock.py), so a second server on the same folder exits at start.
 
-Reads stream: a page is read line by line and parsing stops at its end once the dataset's counts
-(valid records, corrupt line numbers, whether any record has an embedding) are known for the
-file as it is; counts are cached per dataset by the file's stamp (inode, size, mtime_ns), so a
-listing re-reads only changed files (an append by the store itself updates the counts instead),
-and memory stays bounded by one line plus one page whatever the file's size.
+Reads stream (`jsonl_files.scan`): memory stays bounded by one line plus one page, and counts are
+cached per dataset by the file's stamp, so a listing re-reads only changed files.
 
 Speed: an ingest does not re-read the file. The store keeps each dataset's ids and size in
 memory after reading it once, and reads it whole again only to replace records (an upsert of a
@@ -53,66 +46,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import hashlib
 import os
 import re
-import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import orjson
-
+from data import jsonl_files, record_format
 from errors import InvalidRequest, NotFound, ServerError
 
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SUFFIX = ".jsonl"
-_MAX_ID_CHARS = 256
-_MAX_READ_LIMIT = 1000
-_TEMP_HEX = 12  # hex digits of a rewrite's temporary file: `.<name>.jsonl.<hex>.tmp`
-LOCK_FILE = ".lock"  # in the root; never a dataset (not *.jsonl) nor a temp file (not *.tmp)
-
-
-class FolderInUse(Exception):
-    """Another process holds the training data folder (or it cannot be opened to be locked)."""
-
-
-_claimed: dict[Path, int] = {}  # folder -> fd of its lock file, held open for the process's lifetime
-
-
-def claim_folder(root: Path) -> None:
-    """Hold an exclusive, non-blocking OS lock on `root` for the rest of this process's life.
-
-    Two processes appending to one folder would lose appends and duplicate ids (each keeps its own
-    index of ids), so the second one must not start. The lock (flock on `<root>/.lock`, which holds
-    the owner's pid) goes away with the process, however it ends, even by SIGKILL; the fd is not
-    inherited by exec'd children. Idempotent within one process. Raises FolderInUse."""
-    root = Path(root)
-    key = root.resolve()
-    if key in _claimed:
-        return
-    shown = str(root) if str(root) == str(key) else f"{root} ({key})"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        raise FolderInUse(f"cannot lock TRAINING_DATA_DIR {shown}: {exc.strerror or exc}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        os.close(fd)
-        if not isinstance(exc, BlockingIOError):
-            raise FolderInUse(f"cannot lock TRAINING_DATA_DIR {shown}: {exc.strerror or exc}") from None
-        raise FolderInUse(
-            f"TRAINING_DATA_DIR {shown} is in use by another server process"
-            f"{f' (pid {holder})' if holder.isdigit() else ''}; two processes writing one folder lose "
-            "examples. Stop the other one, or give this server its own TRAINING_DATA_DIR."
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    _claimed[key] = fd
 
 
 def validate_dataset_name(name: object) -> str:
@@ -122,103 +66,6 @@ def validate_dataset_name(name: object) -> str:
             param="dataset",
         )
     return name
-
-
-def example_id(prompt: str) -> str:
-    """The id of an example that brings none: SHA-256 of the UTF-8 prompt, 32 hex digits."""
-    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:32]
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass
-class _Snapshot:
-    """A dataset file as read: raw lines (verbatim, no newline) and what parsed."""
-
-    lines: list[bytes] = field(default_factory=list)
-    records: list[dict | None] = field(default_factory=list)  # None: blank or corrupt line
-    corrupt: list[int] = field(default_factory=list)  # 1-based line numbers
-    torn_tail: bool = False  # the file does not end with a newline
-
-    @property
-    def valid(self) -> list[dict]:
-        return [r for r in self.records if r is not None]
-
-
-def _record(raw: bytes) -> tuple[dict | None, bool]:
-    """A line's record (None if blank or corrupt) and whether it is corrupt (blank lines are not)."""
-    if not raw.strip():
-        return None, False
-    try:
-        record = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None, True
-    if isinstance(record, dict) and all(isinstance(record.get(k), str) for k in ("id", "prompt", "response")):
-        return record, False
-    return None, True
-
-
-def _parse(data: bytes) -> _Snapshot:
-    snap = _Snapshot(torn_tail=bool(data) and not data.endswith(b"\n"))
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    for number, raw in enumerate(lines, start=1):
-        snap.lines.append(raw)
-        record, corrupt = _record(raw)
-        if corrupt:
-            snap.corrupt.append(number)
-        snap.records.append(record)
-    return snap
-
-
-@dataclass
-class _Stats:
-    """A dataset's counts for one version of its file (`stamp`), so that reads need not recount."""
-
-    stamp: tuple[int, int, int]
-    examples: int = 0  # valid records
-    corrupt: list[int] = field(default_factory=list)  # 1-based line numbers
-    has_embeddings: bool = False
-
-
-def _scan(path: Path, offset: int, limit: int, known: "_Stats | None") -> tuple[list[dict], _Stats, os.stat_result] | None:
-    """Valid records [offset, offset + limit) of `path`, read line by line, with the file's counts.
-
-    Without counts for the file as it is (`known`, compared by stamp) the whole file is parsed to
-    count, one line at a time; with them, parsing stops at the page's end, and lines before the
-    offset are only parsed if some line is corrupt (else every non-blank line is a record).
-    None if there is no file."""
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        return None
-    with handle:
-        stat = os.fstat(handle.fileno())
-        stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        if known is not None and known.stamp != stamp:
-            known = None
-        skip_parsing = known is not None and not known.corrupt
-        counted, page, end = _Stats(stamp), [], offset + limit
-        for number, raw in enumerate(handle, start=1):
-            if known is not None and counted.examples >= end:
-                break
-            if raw.endswith(b"\n"):
-                raw = raw[:-1]
-            if skip_parsing and counted.examples < offset:
-                counted.examples += bool(raw.strip())
-                continue
-            record, corrupt = _record(raw)
-            if corrupt:
-                counted.corrupt.append(number)
-            elif record is not None:
-                if offset <= counted.examples < end:
-                    page.append(record)
-                counted.examples += 1
-                counted.has_embeddings = counted.has_embeddings or "embedding" in record
-    return page, known or counted, stat
 
 
 def _case_twin(path: Path) -> str | None:
@@ -237,111 +84,6 @@ def _case_twin(path: Path) -> str | None:
     return twin
 
 
-def _load(path: Path) -> _Snapshot | None:
-    try:
-        return _parse(path.read_bytes())
-    except FileNotFoundError:
-        return None
-
-
-def _write_all(fd: int, payload: bytes) -> None:
-    view = memoryview(payload)
-    while view:  # one write in practice; the loop only guards against a short write
-        view = view[os.write(fd, view):]
-    os.fsync(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _append(path: Path, payload: bytes) -> None:
-    created = not path.exists()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        _write_all(fd, payload)
-    finally:
-        os.close(fd)
-    if created:
-        _fsync_dir(path.parent)
-
-
-def _remove_stale_temps(path: Path) -> None:
-    # Left by a crash mid-rewrite. Safe to remove: we hold the dataset's lock and are the only writer.
-    # Only this dataset's, by their exact pattern: `.a.jsonl.*.tmp` would also match a temp file of
-    # the dataset `a.jsonl.x` (`.a.jsonl.x.jsonl.<hex>.tmp`), maybe mid-rewrite under its own lock.
-    own = re.compile(re.escape(f".{path.name}.") + f"[0-9a-f]{{{_TEMP_HEX}}}" + re.escape(".tmp"))
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        if own.fullmatch(stale.name):
-            stale.unlink(missing_ok=True)
-
-
-def _replace(path: Path, payload: bytes) -> None:
-    _remove_stale_temps(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(_TEMP_HEX // 2)}.tmp")  # not *.jsonl: never listed
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        try:
-            _write_all(fd, payload)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _dumps(record: dict) -> bytes:
-    return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def _same(stored: dict, new: dict) -> bool:
-    return (all(stored.get(k) == new[k] for k in ("prompt", "response", "meta"))
-            and ("embedding" not in new or "embedding" in stored))
-
-
-def _updated(stored: dict, new: dict) -> dict:
-    record = dict(new, created_at=stored.get("created_at", new["created_at"]), updated_at=new["created_at"])
-    if "embedding" in record:  # keep the documented key order: embedding last
-        record["embedding"] = record.pop("embedding")
-    return record
-
-
-def _prepare(examples: list, embeddings: list | None) -> list[dict]:
-    if not isinstance(examples, list):
-        raise InvalidRequest("examples must be a list", param="examples")
-    if embeddings is not None and len(embeddings) != len(examples):
-        raise InvalidRequest(f"{len(embeddings)} embeddings for {len(examples)} examples", param="embeddings")
-    now, records = _now(), []
-    for i, example in enumerate(examples):
-        where = f"examples[{i}]"
-        if not isinstance(example, dict):
-            raise InvalidRequest("each example must be an object", param=where)
-        for key in ("prompt", "response"):
-            if not isinstance(example.get(key), str):
-                raise InvalidRequest(f"{key} must be a string", param=f"{where}.{key}")
-        meta = example.get("meta")
-        if meta is not None and not isinstance(meta, dict):
-            raise InvalidRequest("meta must be an object", param=f"{where}.meta")
-        given = example.get("id")
-        if given is not None and not (isinstance(given, str) and 0 < len(given) <= _MAX_ID_CHARS):
-            raise InvalidRequest(f"id must be a string of 1-{_MAX_ID_CHARS} characters", param=f"{where}.id")
-        record = {"id": given or example_id(example["prompt"]), "prompt": example["prompt"],
-                  "response": example["response"], "meta": meta or {}, "created_at": now}
-        if embeddings is not None:
-            try:
-                record["embedding"] = [float(x) for x in embeddings[i]]
-            except (TypeError, ValueError):
-                raise InvalidRequest("an embedding must be a list of numbers", param=f"embeddings[{i}]") from None
-        records.append(record)
-    return records
-
-
 @dataclass
 class _Index:
     """What an ingest needs to know of a dataset without reading it again: its ids and valid count.
@@ -356,24 +98,16 @@ class _Index:
 
     @classmethod
     def of(cls, path: Path) -> "_Index":
-        stamp = _stamp(path)
-        snap = _load(path) or _Snapshot()
+        stamp = jsonl_files.stamp_of(path)
+        snap = jsonl_files.load(path) or jsonl_files.Snapshot()
         return cls(stamp, {r["id"] for r in snap.valid}, len(snap.valid), snap.torn_tail)
-
-
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _ingest_sync(path: Path, records: list[dict], upsert: bool, index: _Index | None) -> tuple[dict, _Index]:
     """Store `records`; the file is read whole only to index it once, or to replace stored records."""
-    if index is None or index.stamp != _stamp(path):
+    if index is None or index.stamp != jsonl_files.stamp_of(path):
         index = _Index.of(path)
-    snap: _Snapshot | None = None  # the whole file, read only when an upsert meets a stored id
+    snap: jsonl_files.Snapshot | None = None  # the whole file, read only when an upsert meets a stored id
     on_disk: dict[str, int] = {}
     replaced: dict[int, dict] = {}
     added: list[dict] = []
@@ -387,37 +121,37 @@ def _ingest_sync(path: Path, records: list[dict], upsert: bool, index: _Index | 
                 continue
             in_request = key in added_at
             if not in_request and snap is None:
-                snap = _load(path) or _Snapshot()
+                snap = jsonl_files.load(path) or jsonl_files.Snapshot()
                 on_disk = {r["id"]: i for i, r in enumerate(snap.records) if r is not None}
             stored = added[added_at[key]] if in_request else replaced.get(on_disk[key], snap.records[on_disk[key]])
-            if _same(stored, record):
+            if record_format.same(stored, record):
                 counts["skipped"] += 1
                 continue
             if in_request:
-                added[added_at[key]] = _updated(stored, record)
+                added[added_at[key]] = record_format.updated(stored, record)
             else:
-                replaced[on_disk[key]] = _updated(stored, record)
+                replaced[on_disk[key]] = record_format.updated(stored, record)
             counts["updated"] += 1
         else:
             added_at[key] = len(added)
             added.append(record)
             counts["inserted"] += 1
     if replaced:
-        lines = [_dumps(replaced[i]) if i in replaced else raw for i, raw in enumerate(snap.lines)]
-        _replace(path, b"".join(line + b"\n" for line in lines + [_dumps(r) for r in added]))
+        lines = [jsonl_files.dumps(replaced[i]) if i in replaced else raw for i, raw in enumerate(snap.lines)]
+        jsonl_files.replace_file(path, b"".join(line + b"\n" for line in lines + [jsonl_files.dumps(r) for r in added]))
     elif added:
         prefix = b"\n" if index.torn_tail else b""  # keep a torn line apart from the new ones
-        _append(path, prefix + b"".join(_dumps(r) + b"\n" for r in added))
+        jsonl_files.append(path, prefix + b"".join(jsonl_files.dumps(r) + b"\n" for r in added))
     if replaced or added:  # every line now ends with a newline
         index.ids.update(added_at)
         index.size += len(added)
         index.torn_tail = False
-        index.stamp = _stamp(path)
+        index.stamp = jsonl_files.stamp_of(path)
     return {**counts, "size": index.size}, index
 
 
-def _summary(name: str, path: Path, known: _Stats | None) -> tuple[dict, _Stats] | None:
-    scanned = _scan(path, 0, 0, known)  # counts only: from `known` if the file is unchanged
+def _summary(name: str, path: Path, known: jsonl_files.Stats | None) -> tuple[dict, jsonl_files.Stats] | None:
+    scanned = jsonl_files.scan(path, 0, 0, known)  # counts only: from `known` if the file is unchanged
     if scanned is None:
         return None  # deleted meanwhile
     _, stats, stat = scanned
@@ -442,7 +176,7 @@ class TrainingStore:
         self.root = Path(root)
         self._locks: dict[str, _LockEntry] = {}  # by lower-cased name; only while someone holds or awaits one
         self._indexes: dict[str, _Index] = {}  # per dataset, so that an ingest need not re-read the file
-        self._stats: dict[str, _Stats] = {}  # per dataset, so that listings and reads need not recount
+        self._stats: dict[str, jsonl_files.Stats] = {}  # per dataset, so that listings and reads need not recount
 
     def path_for(self, dataset: str) -> Path:
         """The file of `dataset`, after checking the name and that the path stays in the root."""
@@ -472,7 +206,7 @@ class TrainingStore:
                      embeddings: list[list[float]] | None = None) -> dict:
         """Store `examples`; returns {inserted, updated, skipped, size} once they are on disk."""
         path = self.path_for(dataset)
-        records = _prepare(examples, embeddings)
+        records = record_format.prepare(examples, embeddings)
         async with self._locked(dataset):
             twin = await asyncio.to_thread(_case_twin, path)
             if twin is not None:
@@ -484,7 +218,7 @@ class TrainingStore:
             try:
                 await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
                 stats = self._stats.pop(dataset, None)
-                stamp_before = await asyncio.to_thread(_stamp, path) if stats is not None else None
+                stamp_before = await asyncio.to_thread(jsonl_files.stamp_of, path) if stats is not None else None
                 result, index = await asyncio.to_thread(
                     _ingest_sync, path, records, upsert, self._indexes.get(dataset))
                 self._indexes[dataset] = index
@@ -524,13 +258,9 @@ class TrainingStore:
     async def read(self, dataset: str, offset: int = 0, limit: int = 100) -> dict:
         """A page of valid records, the total, and the line numbers of corrupt lines."""
         path = self.path_for(dataset)
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidRequest("offset must be an integer >= 0", param="offset")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_READ_LIMIT:
-            raise InvalidRequest(f"limit must be an integer from 1 to {_MAX_READ_LIMIT}", param="limit")
         async with self._locked(dataset):
             await self._refuse_case_twin(dataset, path)
-            scanned = await asyncio.to_thread(_scan, path, offset, limit, self._stats.get(dataset))
+            scanned = await asyncio.to_thread(jsonl_files.scan, path, offset, limit, self._stats.get(dataset))
             if scanned is None:
                 self._stats.pop(dataset, None)
                 raise NotFound(f"dataset {dataset!r} does not exist", param="dataset")
@@ -556,5 +286,5 @@ class TrainingStore:
                 await asyncio.to_thread(path.unlink)
             except FileNotFoundError:
                 raise NotFound(f"dataset {dataset!r} does not exist", param="dataset") from None
-            await asyncio.to_thread(_remove_stale_temps, path)
-            await asyncio.to_thread(_fsync_dir, self.root)
+            await asyncio.to_thread(jsonl_files.remove_stale_temps, path)
+            await asyncio.to_thread(jsonl_files.fsync_dir, self.root)

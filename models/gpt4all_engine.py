@@ -1,9 +1,9 @@
-"""The GPT4All chat engine: load a `.gguf`, run one fully rendered prompt, count tokens exactly.
+"""The GPT4All chat engine: run one fully rendered prompt, count tokens exactly, reuse the KV cache.
 
-It calls `llmodel_prompt` directly (what `LLModel.prompt_model` wraps) so that our own callbacks
-count every prompt token and every sampled token: the bindings' decoder swallows tokens that end
-mid UTF-8 character, and its prompt callback is a no-op. Special tokens in the prompt are parsed
-(`special=True`) because the chat template writes them.
+It calls `llmodel_prompt` directly (`models/gpt4all_native.py`) so that our own callbacks count
+every prompt token and every sampled token: the bindings' decoder swallows tokens that end mid
+UTF-8 character, and its prompt callback is a no-op. Which context a prompt runs in, and how much
+of it is kept, is `models/prefix_cache.py`'s decision.
 
 Not thread-safe: one instance belongs to one thread (the scheduler's worker for it).
 """
@@ -11,19 +11,15 @@ Not thread-safe: one instance belongs to one thread (the scheduler's worker for 
 from __future__ import annotations
 
 import codecs
-import contextlib
-import ctypes
-import os
-import sys
 import logging
-import tempfile
-import threading
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from errors import ContextLengthExceeded, InvalidRequest, ModelLoadFailed
-from models import llama_tokenizer
+from errors import ContextLengthExceeded, InvalidRequest
+from models import gpt4all_native, llama_tokenizer
 from models.interfaces import GenerationOutcome, PrefixCache, SamplingParams
 from models.llama_tokenizer import LlamaTokenizer
 from models.prefix_cache import CachedContext, Cut, choose_context, plan_cut
@@ -31,7 +27,18 @@ from models.registry import kv_bytes_per_token
 
 log = logging.getLogger("models.gpt4all")
 
-GGUF_MAGIC = b"GGUF"
+
+
+@dataclass
+class _Run:
+    """One `generate` call's progress, written by GPT4All's callbacks on the engine's thread."""
+
+    prompt: int  # prompt tokens in the context, the kept ones included
+    completion: int = 0
+    finish: str = "stop"
+    limit: str | None = None  # what ended it at "length": "max_tokens" or "context"
+    overflow: str | None = None  # the window was exceeded (GPT4All's message, or ours)
+    error: BaseException | None = None  # raised by `on_text`: re-raised once GPT4All has returned
 
 
 class GPT4AllEngine:
@@ -48,13 +55,12 @@ class GPT4AllEngine:
     ):
         os.environ.setdefault("GPT4ALL_NO_UPDATE_CHECK", "1")
         path = Path(path)
-        _check_header(path)
         self.name = path.name
         self.n_ctx = n_ctx
         self.n_batch = n_batch
         # An empty prompt continues from the start of a new document, as OpenAI's and llama.cpp's servers do.
         self.document_start = document_start.encode("utf-8")
-        self._open = lambda: _load(path, n_ctx=n_ctx, n_threads=n_threads, device=device)
+        self._open = lambda: gpt4all_native.load(path, n_ctx=n_ctx, n_threads=n_threads, device=device)
         self._contexts = [_Context(CachedContext(0), self._open())]
         self._tokenizer: LlamaTokenizer | None = None
         self.max_contexts = 1
@@ -80,8 +86,6 @@ class GPT4AllEngine:
         scope: str | None = None,
         keep_going: Callable[[], bool] | None = None,
     ) -> GenerationOutcome:
-        from gpt4all._pyllmodel import PromptCallback, ResponseCallback, llmodel
-
         text = prompt.encode("utf-8")
         full = self._tokenize(text)
         if (full is not None and not full) or not text:
@@ -94,70 +98,53 @@ class GPT4AllEngine:
         if full is not None:
             self._check_fits(len(full), limit)
         context, cut = self._choose(full, text, scope)
-        lm = context.llmodel
-        counts = {"prompt": cut.keep, "completion": 0}
-        state = {"finish": "stop", "limit": None, "overflow": None, "error": None}
+        run = _Run(prompt=cut.keep)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
         def on_prompt_token(_token_id: int) -> bool:
-            counts["prompt"] += 1
+            run.prompt += 1
             return keep_going is None or keep_going()
 
         def on_response_token(token_id: int, piece: bytes) -> bool:
             if token_id == -1:  # GPT4All reports a prompt over the window this way
-                state["overflow"] = piece.decode("utf-8", "replace")
+                run.overflow = piece.decode("utf-8", "replace")
                 return False
-            if counts["completion"] == 0 and limit is not None and counts["prompt"] + limit > self.n_ctx:
-                state["overflow"] = "prompt + max_tokens"
+            if run.completion == 0 and limit is not None and run.prompt + limit > self.n_ctx:
+                run.overflow = "prompt + max_tokens"
                 return False
-            counts["completion"] += 1
+            run.completion += 1
             try:
                 decoded = decoder.decode(piece)
                 going = on_text(decoded) if decoded else True
             except BaseException as exc:  # never let an exception unwind through C frames
-                state["error"] = exc
+                run.error = exc
                 return False
-            if counts["prompt"] + counts["completion"] >= self.n_ctx:
-                state["finish"], state["limit"] = "length", "context"  # the window is full; GPT4All would shift context
+            if run.prompt + run.completion >= self.n_ctx:
+                run.finish, run.limit = "length", "context"  # the window is full; GPT4All would shift context
                 return False
             return going
 
-        lm._set_context(
-            n_predict=limit if limit is not None else self.n_ctx,
-            top_k=params.top_k if params.top_k > 0 else 1 << 30,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            n_batch=self.n_batch,
-            repeat_penalty=params.repeat_penalty,
-            repeat_last_n=params.repeat_last_n,
-            reset_context=True,
-        )
-        lm.context.n_past = cut.keep  # GPT4All keeps the first `keep` tokens and evaluates after them
         try:
-            llmodel.llmodel_prompt(
-                lm.model,
-                ctypes.c_char_p(text[cut.offset :]),
-                # "%1%2", not "%1": with one placeholder GPT4All decodes a "\n\n" assistant suffix after the
-                # reply, which calls the prompt callback again (usage off by one) and costs an extra eval.
-                ctypes.c_char_p(b"%1%2"),
-                PromptCallback(on_prompt_token),
-                ResponseCallback(on_response_token),
-                True,
-                lm.context,
-                True,
-                ctypes.c_char_p(),
+            gpt4all_native.prompt(
+                context.llmodel,
+                text[cut.offset :],
+                params,
+                n_past=cut.keep,  # GPT4All keeps the first `keep` tokens and evaluates after them
+                n_predict=limit if limit is not None else self.n_ctx,
+                n_batch=self.n_batch,
+                on_prompt_token=on_prompt_token,
+                on_response_token=on_response_token,
             )
         finally:
             self._remember(context, full, scope)
-        if state["error"] is not None:
-            raise state["error"]
-        if state["overflow"] is not None:
-            raise self._overflow(counts["prompt"], limit)
-        if limit is not None and counts["completion"] >= limit:
-            state["finish"], state["limit"] = "length", "max_tokens"
-        prompt_tokens = len(full) if full is not None else counts["prompt"]
-        return GenerationOutcome(prompt_tokens, counts["completion"], state["finish"], state["limit"], cut.keep)
+        if run.error is not None:
+            raise run.error
+        if run.overflow is not None:
+            raise self._overflow(run.prompt, limit)
+        if limit is not None and run.completion >= limit:
+            run.finish, run.limit = "length", "max_tokens"
+        prompt_tokens = len(full) if full is not None else run.prompt
+        return GenerationOutcome(prompt_tokens, run.completion, run.finish, run.limit, cut.keep)
 
     def _tokenize(self, text: bytes) -> list[int] | None:
         return self._tokenizer.tokenize(text, at_start=True, insert_space=True) if self._tokenizer else None
@@ -227,66 +214,3 @@ class _Context:
         self.cache = cache
         self.model = model  # the GPT4All object, kept alive with its low-level LLModel
         self.llmodel = model.model
-
-
-def _load(path: Path, *, n_ctx: int, n_threads: int, device: str):
-    from gpt4all import GPT4All
-
-    failure: Exception | None = None
-    with _native_stderr() as native_log:
-        try:
-            return GPT4All(
-                path.name,
-                model_path=str(path.parent),
-                allow_download=False,
-                n_threads=n_threads,
-                n_ctx=n_ctx,
-                device=device,
-                verbose=False,
-            )
-        except Exception as exc:
-            failure = exc
-    raise ModelLoadFailed(f"could not load {path.name}: {_load_reason(native_log, failure)}") from None
-
-
-_stderr_lock = threading.Lock()  # fd 2 is process-wide: one capture at a time
-
-
-@contextlib.contextmanager
-def _native_stderr() -> Iterator[list[str]]:
-    """Capture what native code writes to fd 2 (and pass it on): llama.cpp says why a load failed only there."""
-    captured: list[str] = []
-    with _stderr_lock, tempfile.TemporaryFile() as sink:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            text = sink.read()
-            if text:
-                os.write(2, text)
-            captured.append(text.decode("utf-8", "replace"))
-
-
-def _load_reason(native_log: list[str], failure: Exception) -> str:
-    """llama.cpp's own error line (e.g. "unknown pre-tokenizer type: 'smollm'"), else the bindings' message."""
-    for line in "".join(native_log).splitlines():
-        if "error" in line.lower():
-            return line.split("error loading model: ")[-1].strip()
-    return str(failure)
-
-
-def _check_header(path: Path) -> None:
-    """Refuse files llama.cpp would choke on before handing them to native code."""
-    try:
-        with path.open("rb") as handle:
-            magic = handle.read(4)
-    except OSError as exc:
-        raise ModelLoadFailed(f"could not read {path.name}: {exc.strerror}") from None
-    if magic != GGUF_MAGIC:
-        raise ModelLoadFailed(f"{path.name} is not a GGUF file (it starts with {magic!r})")

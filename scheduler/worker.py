@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from errors import EngineFailure, ModelLoadFailed, ServerError, Unavailable
@@ -20,6 +20,19 @@ from scheduler.jobs import GenerationJob
 from scheduler.stop_filter import StopFilter
 
 log = logging.getLogger("scheduler.worker")
+
+
+@dataclass
+class _Ending:
+    """Why our callback ended a generation early ("cancelled", "stop" or "length"); None: the engine ended it."""
+
+    why: str | None = None
+
+    def because(self, why: str) -> bool:
+        """Record `why` (the first reason wins) and tell the engine to stop."""
+        if self.why is None:
+            self.why = why
+        return False
 
 
 class ModelWorker:
@@ -88,21 +101,18 @@ class ModelWorker:
         job.mark_started()
         stop_filter = StopFilter(job.params.stop)
         deadline = time.monotonic() + self._timeout
-        reason: list[str] = []
+        ending = _Ending()
 
         def on_text(piece: str) -> bool:
             if job.cancelled:
-                reason.append("cancelled")
-                return False
+                return ending.because("cancelled")
             text, stopped = stop_filter.feed(piece)
             if text:
                 job.post(text)
             if stopped:
-                reason.append("stop")
-                return False
+                return ending.because("stop")
             if time.monotonic() > deadline:
-                reason.append("length")  # GENERATION_TIMEOUT_S: end it like a length limit
-                return False
+                return ending.because("length")  # GENERATION_TIMEOUT_S: end it like a length limit
             return True
 
         def keep_going() -> bool:  # asked after each batch of prompt tokens, so a long prompt can be left too
@@ -121,18 +131,18 @@ class ModelWorker:
             failure.__cause__ = exc
             job.finish(error=failure)
             return
-        if not reason and outcome.completion_tokens == 0 and not keep_going():  # stopped during the prompt
-            reason.append("cancelled" if job.cancelled else "length")
-        if reason[:1] == ["cancelled"] and job.cancel_reason == "shutdown":  # cut short: not to be taken for a whole answer
+        if ending.why is None and outcome.completion_tokens == 0 and not keep_going():  # stopped during the prompt
+            ending.because("cancelled" if job.cancelled else "length")
+        if ending.why == "cancelled" and job.cancel_reason == "shutdown":  # cut short: not to be taken for a whole answer
             job.finish(outcome, error=Unavailable("the server shut down before this generation finished; retry later"))
             return
-        if not reason or reason[0] == "length":  # ended without a stop: the held-back text is output
+        if ending.why in (None, "length"):  # ended without a stop: the held-back text is output
             tail = stop_filter.flush()
             if tail:
                 job.post(tail)
-        if reason and reason[0] == "stop":
+        if ending.why == "stop":
             outcome = replace(outcome, finish_reason="stop", limit=None)
-        elif reason and reason[0] == "length":  # the time limit, not a token limit
+        elif ending.why == "length":  # the time limit, not a token limit
             outcome = replace(outcome, finish_reason="length", limit="time")
         job.finish(outcome)
 

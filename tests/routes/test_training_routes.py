@@ -39,6 +39,11 @@ async def test_ingest_then_list_read_and_delete(served):
     ({"dataset": "../etc", "examples": [EXAMPLE]}, "dataset"),
     ({"dataset": "ok", "examples": []}, "examples"),
     ({"dataset": "ok", "examples": [{"prompt": "p"}]}, "examples.0.response"),
+    ({"dataset": "ok", "examples": [EXAMPLE, {**EXAMPLE, "response": 3}]}, "examples.1.response"),
+    ({"dataset": "ok", "examples": [{**EXAMPLE, "meta": [1]}]}, "examples.0.meta"),
+    ({"dataset": "ok", "examples": [{**EXAMPLE, "id": ""}]}, "examples.0.id"),
+    ({"dataset": "ok", "examples": ["x"]}, "examples.0"),
+    ({"dataset": "ok", "examples": "x"}, "examples"),
     ({"dataset": "ok", "examples": [{**EXAMPLE, "id": "x" * 300}]}, "examples.0.id"),
     ({"dataset": "ok", "examples": [EXAMPLE] * 1001}, "examples"),
     ({"dataset": "ok", "examples": [EXAMPLE], "surprise": 1}, "surprise"),
@@ -57,8 +62,8 @@ async def test_a_name_differing_only_in_case_is_400(served):
     await served.client.delete(f"{DATASETS}/Notes", headers=key)
 
 
-@pytest.mark.parametrize("params, param", [({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"offset": -1}, "offset"),
-                                           ({"offset": "x"}, "offset")])
+@pytest.mark.parametrize("params, param", [({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"limit": "ten"}, "limit"),
+                                           ({"offset": -1}, "offset"), ({"offset": "x"}, "offset")])
 async def test_bad_page_parameters_are_400(served, params, param):
     key = served.headers()
     await served.client.post(INGEST, json={"dataset": "paged", "examples": [EXAMPLE]}, headers=key)

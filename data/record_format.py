@@ -1,0 +1,45 @@
+"""What a dataset line holds: a record built from an ingested example, and when two are the same.
+
+`{"id", "prompt", "response", "meta", "created_at"[, "updated_at"][, "embedding"]}`; the id is the
+example's own, else the first 32 hex digits (128 bits) of the SHA-256 of its UTF-8 prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+
+
+def example_id(prompt: str) -> str:
+    """The id of an example that brings none: SHA-256 of the UTF-8 prompt, 32 hex digits."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:32]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def same(stored: dict, new: dict) -> bool:
+    return (all(stored.get(k) == new[k] for k in ("prompt", "response", "meta"))
+            and ("embedding" not in new or "embedding" in stored))
+
+
+def updated(stored: dict, new: dict) -> dict:
+    record = dict(new, created_at=stored.get("created_at", new["created_at"]), updated_at=new["created_at"])
+    if "embedding" in record:  # keep the documented key order: embedding last
+        record["embedding"] = record.pop("embedding")
+    return record
+
+
+def prepare(examples: list[dict], embeddings: list | None) -> list[dict]:
+    """Records to store. The examples' fields were checked by the request model (api/protocol_data.py)."""
+    if embeddings is not None and len(embeddings) != len(examples):
+        raise ValueError(f"{len(embeddings)} embeddings for {len(examples)} examples")
+    stamp, records = now(), []
+    for i, example in enumerate(examples):
+        record = {"id": example.get("id") or example_id(example["prompt"]), "prompt": example["prompt"],
+                  "response": example["response"], "meta": example.get("meta") or {}, "created_at": stamp}
+        if embeddings is not None:
+            record["embedding"] = [float(x) for x in embeddings[i]]
+        records.append(record)
+    return records

@@ -27,9 +27,10 @@ from sanic_ext import openapi
 from sanic_ext.extensions.openapi.builders import OperationBuilder, OperationStore, SpecificationBuilder
 from sanic_ext.extensions.openapi.definitions import Parameter, RequestBody, Response
 
-from api import protocol, protocol_data
+from api import auth
 from api.docs_catalog import ENDPOINTS, ERROR_EXAMPLES, SSE_EXAMPLE, Endpoint
 from api.http import NOSNIFF, page_headers
+from api.protocol import ErrorResponse
 from api.system import VERSION
 from errors import NotFound
 
@@ -147,21 +148,22 @@ def describe(app: Sanic) -> None:
     store = OperationStore()
     for route in app.router.routes:
         for method in route.methods:
-            endpoint = ENDPOINTS.get((method, PATH_PARAM.sub(r"{\1}", f"/{route.path}")))
+            path = PATH_PARAM.sub(r"{\1}", f"/{route.path}")
+            endpoint = ENDPOINTS.get((method, path))
             if endpoint is not None:
-                store[route.handler] = _operation(endpoint)
+                store[route.handler] = _operation(endpoint, protected=auth.is_protected(path))
 
 
-def _operation(endpoint: Endpoint) -> OperationBuilder:
+def _operation(endpoint: Endpoint, *, protected: bool) -> OperationBuilder:
     op = OperationBuilder()
     op.describe(summary=endpoint.summary, description=endpoint.description)
     op.tag(endpoint.tag)
     op.name(endpoint.operation_id)
     op.disable_autodoc()  # handler docstrings are written for developers, not API users
-    if endpoint.protected:
+    if protected:
         op.secured(SECURITY)
     if endpoint.body:
-        media = {"schema": _schema(endpoint.body)}
+        media = {"schema": model_schema(endpoint.body)}
         if endpoint.examples:
             media["examples"] = endpoint.examples
         op.requestBody = RequestBody({"application/json": media}, required=True)
@@ -171,11 +173,10 @@ def _operation(endpoint: Endpoint) -> OperationBuilder:
     for status, (description, example) in endpoint.other_responses.items():
         op.responses[status] = Response({"application/json": {"schema": {"type": "object"}, "example": example}},
                                         description=description)
-    for status in ((401,) if endpoint.protected else ()) + endpoint.errors:
-        summary, kind, param, code, message = ERROR_EXAMPLES[status]
-        example = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    for status in ((401,) if protected else ()) + endpoint.errors:
+        example = ERROR_EXAMPLES[status]
         op.responses[status] = Response(
-            {"application/json": {"schema": model_schema(protocol.ErrorResponse), "example": example}}, description=summary
+            {"application/json": {"schema": model_schema(ErrorResponse), "example": example.body()}}, description=example.summary
         )
     return op
 
@@ -183,7 +184,7 @@ def _operation(endpoint: Endpoint) -> OperationBuilder:
 def _success_content(endpoint: Endpoint) -> dict[str, Any]:
     if endpoint.content_type != "application/json":
         return {endpoint.content_type: {"schema": {"type": "string"}}}
-    media: dict[str, Any] = {"schema": _schema(endpoint.response) if endpoint.response else {"type": "object"}}
+    media: dict[str, Any] = {"schema": model_schema(endpoint.response) if endpoint.response else {"type": "object"}}
     if endpoint.response_example is not None:
         media["example"] = endpoint.response_example
     content = {"application/json": media}
@@ -193,15 +194,6 @@ def _success_content(endpoint: Endpoint) -> dict[str, Any]:
         content["text/plain"] = {"schema": {"type": "string"}, "example": '# TYPE llm_server_requests_total counter\n'
                                  'llm_server_requests_total{endpoint="/v1/models",method="GET",status="200"} 3.0\n'}
     return content
-
-
-def _schema(candidates: tuple[str, ...]) -> dict[str, Any]:
-    for name in candidates:
-        for module in (protocol, protocol_data):
-            model = getattr(module, name, None)
-            if isinstance(model, type) and issubclass(model, BaseModel):
-                return model_schema(model)
-    return {"type": "object"}
 
 
 def model_schema(model: type[BaseModel]) -> dict[str, str]:

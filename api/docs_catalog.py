@@ -1,8 +1,8 @@
 """What `/openapi.json` says about each endpoint: summary, tag, request and response models, examples.
 
 Keyed by (method, path) so it documents routes whatever blueprint registers them; an entry whose
-route does not exist is skipped. Models are named, not imported, and looked up in `api.protocol` and
-`api.protocol_data` (the first name found wins), so a renamed model degrades to a plain object.
+route does not exist is skipped. Models are the request and response classes themselves; which
+routes need the key is `api/auth.py`'s rule; error types and codes are `errors.py`'s classes.
 The request examples are the original README's.
 """
 
@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel
+
+import errors
 from api import protocol_data
+from api.protocol import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest, ModelList
+from api.protocol_data import DatasetList, DatasetPage, EmbeddingList, EmbeddingRequest, IngestRequest, IngestResponse
 
 SSE_EXAMPLE = (
     'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"SmolLM2-135M-Instruct.Q4_1.gguf",'
@@ -35,12 +40,11 @@ class Endpoint:
     tag: str
     operation_id: str
     description: str = ""
-    body: tuple[str, ...] = ()  # candidate model names in api.protocol
+    body: type[BaseModel] | None = None
     examples: dict[str, dict] = field(default_factory=dict)  # request examples by name
-    response: tuple[str, ...] = ()
+    response: type[BaseModel] | None = None
     response_example: dict | None = None
     stream: bool = False  # also answers text/event-stream
-    protected: bool = True
     errors: tuple[int, ...] = ()
     content_type: str = "application/json"
     query: tuple["QueryParameter", ...] = ()
@@ -87,13 +91,13 @@ CHAT_RESPONSE = {
 
 ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("GET", "/"): Endpoint("Server info", "System", "getServerInfo", "Name, version, default models and the list of endpoints.",
-                           protected=False, response_example={
+                           response_example={
                                "name": "gpt4all-openai-server", "version": "1.0.0", "default_model": "SmolLM2-135M-Instruct.Q4_1.gguf",
                                "embedding_model": "all-MiniLM-L6-v2", "endpoints": ["GET /health", "GET /v1/models", "..."]}),
     ("GET", "/health"): Endpoint(
         "Health check", "System", "getHealth",
         "200 with `status: ok` when the default chat model (and every other part) is ready; 503 while loading or failed.",
-        protected=False, response_example={
+        response_example={
             "status": "ok", "model": "SmolLM2-135M-Instruct.Q4_1.gguf", "model_state": "ready",
             "embedding_model": "all-MiniLM-L6-v2", "embedding_state": "ready"},
         other_responses={503: ("A model is still loading, or failed (then `error` or `embedding_error` gives a short "
@@ -101,36 +105,36 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
             "status": "loading", "model": "SmolLM2-135M-Instruct.Q4_1.gguf", "model_state": "loading",
             "embedding_model": "all-MiniLM-L6-v2", "embedding_state": "ready"})}),
     ("GET", "/v1/models"): Endpoint("List models", "OpenAI", "listModels", "The local `.gguf` chat models and the embedding model.",
-                                    response=("ModelList",)),
+                                    response=ModelList),
     ("POST", "/v1/chat/completions"): Endpoint(
         "Create a chat completion", "OpenAI", "createChatCompletion",
         "OpenAI Chat Completions. With `stream: true` the answer is Server-Sent Events: `chat.completion.chunk` objects, "
         "then `data: [DONE]`; an error in the middle of a stream is a `data: {\"error\": ...}` event before `[DONE]`. "
         + TIMING_NOTE,
-        body=("ChatCompletionRequest",), examples=CHAT_EXAMPLES, response=("ChatCompletion",), response_example=CHAT_RESPONSE,
+        body=ChatCompletionRequest, examples=CHAT_EXAMPLES, response=ChatCompletion, response_example=CHAT_RESPONSE,
         stream=True, errors=GENERATION_ERRORS),
     ("POST", "/v1/completions"): Endpoint(
         "Create a text completion", "OpenAI", "createCompletion",
         "OpenAI (legacy) Completions; `prompt` may be a list (one choice each). `stream: true` sends SSE chunks of the "
         "same shape, then `data: [DONE]`. " + TIMING_NOTE,
-        body=("CompletionRequest",), examples=COMPLETION_EXAMPLES, response=("Completion",), stream=True,
+        body=CompletionRequest, examples=COMPLETION_EXAMPLES, response=Completion, stream=True,
         errors=GENERATION_ERRORS),
     ("POST", "/v1/embeddings"): Endpoint(
         "Create embeddings", "OpenAI", "createEmbedding",
         "Embeddings with sentence-transformers (`all-MiniLM-L6-v2` by default). Requests are micro-batched together.",
-        body=("EmbeddingRequest",), examples=EMBEDDING_EXAMPLES, response=("EmbeddingList",), errors=EMBEDDING_ERRORS),
+        body=EmbeddingRequest, examples=EMBEDDING_EXAMPLES, response=EmbeddingList, errors=EMBEDDING_ERRORS),
     ("POST", "/v1/training/ingest"): Endpoint(
         "Ingest training examples", "Training", "ingestTrainingData",
         "Store prompt/response examples in a JSONL dataset under `TRAINING_DATA_DIR`, optionally with embeddings. "
         "With `upsert: true` an example with a known id replaces the stored one.",
-        body=("IngestRequest",), examples=INGEST_EXAMPLES, response=("IngestResponse",), errors=TRAINING_ERRORS),
+        body=IngestRequest, examples=INGEST_EXAMPLES, response=IngestResponse, errors=TRAINING_ERRORS),
     ("GET", "/v1/training/datasets"): Endpoint(
         "List training datasets", "Training", "listTrainingDatasets", "The ingested JSONL datasets with their sizes.",
-        response=("DatasetList",)),
+        response=DatasetList),
     ("GET", "/v1/training/datasets/{name}"): Endpoint(
         "Read a training dataset", "Training", "readTrainingDataset",
         "One page of a dataset's records, in the order they were stored.",
-        response=("DatasetPage",), errors=(400, 404),
+        response=DatasetPage, errors=(400, 404),
         query=(QueryParameter("offset", "Records to skip.", {"type": "integer", "minimum": 0, "maximum": 2**31, "default": 0}),
                QueryParameter("limit", "Records in the page.", {"type": "integer", "minimum": 1, "maximum": protocol_data.MAX_PAGE, "default": 100}))),
     ("DELETE", "/v1/training/datasets/{name}"): Endpoint(
@@ -154,21 +158,29 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
                                           "time_to_first_token_s": {"count": 3, "p50": 0.09, "p95": 0.12, "max": 0.12}}}}),
     ("GET", "/status"): Endpoint(
         "Status dashboard", "Observability", "getStatusPage",
-        "A live HTML dashboard polling `/metrics`; the API key is typed into the page.", protected=False,
+        "A live HTML dashboard polling `/metrics`; the API key is typed into the page.",
         content_type="text/html"),
 }
 
-ERROR_EXAMPLES = {
-    400: ("Invalid request", "invalid_request_error", "messages", "invalid_request",
-          "messages: List should have at least 1 item after validation, not 0"),
-    401: ("Missing or wrong API key", "invalid_request_error", None, "invalid_api_key", "Incorrect API key provided."),
-    404: ("Unknown model or dataset", "invalid_request_error", "model", "model_not_found", "The model `nope.gguf` does not exist"),
-    413: ("Request body too large", "invalid_request_error", None, "payload_too_large", "Request body exceeds the size limit"),
-    415: ("Body not sent as JSON", "invalid_request_error", None, "unsupported_media_type",
-          "Content-Type must be application/json, not 'text/plain'"),
-    429: ("Queue full (see `Retry-After`)", "rate_limit_error", None, "queue_full",
-          "the generation queue is full (32 requests waiting); retry later"),
-    500: ("Server or engine error", "server_error", None, "engine_error", "The server had an error while processing your request."),
-    503: ("Loading, queue timeout or shutting down (see `Retry-After`)", "server_error", None, "unavailable",
-          "the server is shutting down"),
-}
+@dataclass(frozen=True)
+class ErrorExample:
+    summary: str
+    error: type[errors.ServerError]  # its status, type and code are the documented ones
+    message: str
+    param: str | None = None
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.error.type, "param": self.param, "code": self.error.code}}
+
+
+ERROR_EXAMPLES = {example.error.status: example for example in (
+    ErrorExample("Invalid request", errors.InvalidRequest, "messages: List should have at least 1 item after validation, not 0",
+                 "messages"),
+    ErrorExample("Missing or wrong API key", errors.AuthenticationFailed, "Incorrect API key provided."),
+    ErrorExample("Unknown model or dataset", errors.ModelNotFound, "The model `nope.gguf` does not exist", "model"),
+    ErrorExample("Request body too large", errors.PayloadTooLarge, "Request body exceeds the size limit"),
+    ErrorExample("Body not sent as JSON", errors.UnsupportedMediaType, "Content-Type must be application/json, not 'text/plain'"),
+    ErrorExample("Queue full (see `Retry-After`)", errors.QueueFull, "the generation queue is full (32 requests waiting); retry later"),
+    ErrorExample("Server or engine error", errors.EngineFailure, "The server had an error while processing your request."),
+    ErrorExample("Loading, queue timeout or shutting down (see `Retry-After`)", errors.Unavailable, "the server is shutting down"),
+)}

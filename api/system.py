@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
+from api.docs_catalog import ENDPOINTS as DOCUMENTED
 from api.http import app_context, json_response
 
 if TYPE_CHECKING:
@@ -20,21 +21,9 @@ if TYPE_CHECKING:
 bp = Blueprint("system")
 
 VERSION = "1.0.0"
-ENDPOINTS = [
-    "GET /health",
-    "GET /v1/models",
-    "POST /v1/chat/completions",
-    "POST /v1/completions",
-    "POST /v1/embeddings",
-    "POST /v1/training/ingest",
-    "GET /v1/training/datasets",
-    "GET /metrics",
-    "GET /status",
-    "GET /chat/",
-    "GET /docs",
-    "GET /redoc",
-    "GET /openapi.json",
-]
+# What `/` lists: every documented endpoint (api/docs_catalog.py), then the pages that are not API.
+ENDPOINTS = [f"{method} {path}" for method, path in DOCUMENTED if path != "/"] + [
+    "GET /chat/", "GET /docs", "GET /redoc", "GET /openapi.json"]
 
 
 @bp.get("/")

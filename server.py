@@ -23,7 +23,7 @@ from api import docs, hosts, observability
 from api import errors as api_errors
 from api.generation import GenerationService
 from api.http import add_data_headers, is_json
-from api.protocol import ModelCard
+from api.protocol_responses import ModelCard
 from data.folder_lock import FolderInUse, claim_folder
 from data.training_store import TrainingStore
 from metrics import Metrics

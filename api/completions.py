@@ -8,6 +8,7 @@ is an SSE `data: {"error": ...}` event followed by `[DONE]`.
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import AsyncIterator, Callable
 
 from sanic import Blueprint, Request
@@ -16,22 +17,20 @@ from sanic.response import HTTPResponse
 from api import auth
 from api.generation import ChoiceEvent, GenerationService
 from api.http import DONE, SSE_HEADERS, app_context, json_response, parse_body, sse_data, sse_error, timing_headers
-from api.protocol import (
-    AssistantMessage,
-    ChatChoice,
-    ChatChunkChoice,
-    ChatCompletion,
+from api.protocol import ChatCompletionRequest, CompletionRequest
+from api.protocol_responses import (
     ChatCompletionChunk,
-    ChatCompletionRequest,
     Completion,
-    CompletionChoice,
-    CompletionRequest,
-    DeltaMessage,
     ModelCard,
     ModelList,
     UsageInfo,
+    chat_chunks,
+    chat_completion,
+    completion_chunks,
+    text_completion,
+    usage_chunk_of,
 )
-from errors import ContextLengthExceeded, ServerError
+from errors import ServerError
 from scheduler.jobs import GenerationJob
 
 bp = Blueprint("openai", url_prefix="/v1")
@@ -59,83 +58,33 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
     model = service.resolve_model(body.model)
     prompt = await service.chat_prompt(model, body.plain_messages())
     jobs = service.submit(model, [prompt], body.to_sampling_params(body.token_limit), body.n, scope=_scope(request))
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    cid = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
-        def chunk(choices: list[ChatChunkChoice], usage: UsageInfo | None = None) -> ChatCompletionChunk:
-            return ChatCompletionChunk(id=completion_id, model=model.id, choices=choices, usage=usage)
+        def on_event(e: ChoiceEvent) -> list:
+            return chat_chunks(cid, model.id, e.index, e.text, first=e.first, finish=e.finish)
 
-        def on_event(event: ChoiceEvent) -> list[ChatCompletionChunk]:
-            out = []
-            if event.first:
-                out.append(chunk([ChatChunkChoice(index=event.index, delta=DeltaMessage(role="assistant", content=""))]))
-            if event.text:
-                out.append(chunk([ChatChunkChoice(index=event.index, delta=DeltaMessage(content=event.text))]))
-            if event.finish:
-                out.append(chunk([ChatChunkChoice(index=event.index, delta=DeltaMessage(), finish_reason=event.finish.finish_reason)]))
-            return out
-
-        return await _stream(request, service, jobs, on_event, lambda usage: chunk([], usage), body.include_usage, body.n)
-    results = await service.complete(jobs)
-    return json_response(
-        ChatCompletion(
-            id=completion_id,
-            model=model.id,
-            choices=[
-                ChatChoice(index=i, message=AssistantMessage(content=text), finish_reason=outcome.finish_reason)
-                for i, (text, outcome) in enumerate(results)
-            ],
-            usage=_usage(jobs, body.n),
-        ),
-        headers=timing_headers(jobs),
-    )
+        usage = partial(usage_chunk_of, ChatCompletionChunk, cid, model.id) if body.include_usage else None
+        return await _stream(request, service, jobs, on_event, usage, body.n, "messages")
+    results = await service.complete(jobs, "messages")
+    return json_response(chat_completion(cid, model.id, results, _usage(jobs, body.n)), headers=timing_headers(jobs))
 
 
 @bp.post("/completions")
 async def completions(request: Request) -> HTTPResponse | None:
-    try:
-        return await _completions(request)
-    except ContextLengthExceeded as exc:
-        if exc.param == "messages":  # the engine names the chat field; here the prompt is `prompt`
-            exc.param = "prompt"
-        raise
-
-
-async def _completions(request: Request) -> HTTPResponse | None:
     body = parse_body(request, CompletionRequest)
     service = _service(request)
     model = service.resolve_model(body.model)
-    prompts = body.prompts
-    jobs = service.submit(model, prompts, body.to_sampling_params(body.max_tokens), body.n, scope=_scope(request))
-    completion_id = f"cmpl-{uuid.uuid4().hex}"
-
-    def echoed(index: int) -> str:
-        return prompts[index // body.n] if body.echo else ""
-
+    jobs = service.submit(model, body.prompts, body.to_sampling_params(body.max_tokens), body.n, scope=_scope(request))
+    cid = f"cmpl-{uuid.uuid4().hex}"
+    prefixes = [prompt if body.echo else "" for prompt in body.prompts for _ in range(body.n)]  # one per choice
     if body.stream:
-        def chunk(choices: list[CompletionChoice], usage: UsageInfo | None = None) -> Completion:
-            return Completion(id=completion_id, model=model.id, choices=choices, usage=usage)
+        def on_event(e: ChoiceEvent) -> list:
+            return completion_chunks(cid, model.id, e.index, (prefixes[e.index] if e.first else "") + e.text, e.finish)
 
-        def on_event(event: ChoiceEvent) -> list[Completion]:
-            text = (echoed(event.index) if event.first else "") + event.text
-            reason = event.finish.finish_reason if event.finish else None
-            if not text and reason is None:
-                return []
-            return [chunk([CompletionChoice(index=event.index, text=text, finish_reason=reason)])]
-
-        return await _stream(request, service, jobs, on_event, lambda usage: chunk([], usage), body.include_usage, body.n)
-    results = await service.complete(jobs)
-    return json_response(
-        Completion(
-            id=completion_id,
-            model=model.id,
-            choices=[
-                CompletionChoice(index=i, text=echoed(i) + text, finish_reason=outcome.finish_reason)
-                for i, (text, outcome) in enumerate(results)
-            ],
-            usage=_usage(jobs, body.n),
-        ),
-        headers=timing_headers(jobs),
-    )
+        usage = partial(usage_chunk_of, Completion, cid, model.id) if body.include_usage else None
+        return await _stream(request, service, jobs, on_event, usage, body.n, "prompt")
+    results = await service.complete(jobs, "prompt")
+    return json_response(text_completion(cid, model.id, results, _usage(jobs, body.n), prefixes), headers=timing_headers(jobs))
 
 
 def _usage(jobs: list[GenerationJob], n: int) -> UsageInfo:
@@ -157,11 +106,12 @@ async def _stream(
     service: GenerationService,
     jobs: list[GenerationJob],
     on_event: Callable[[ChoiceEvent], list],
-    usage_chunk: Callable[[UsageInfo], object],
-    include_usage: bool,
+    usage_chunk: Callable[[UsageInfo], object] | None,
     n: int,
+    prompt_param: str,
 ) -> None:
-    events: AsyncIterator[ChoiceEvent] = service.events(jobs)
+    """Answer 200 at the first event, send each event's chunks, then the usage chunk (if asked) and [DONE]."""
+    events: AsyncIterator[ChoiceEvent] = service.events(jobs, prompt_param)
     try:
         first = await anext(events)  # errors before the first token are plain HTTP errors
     except BaseException:
@@ -178,7 +128,7 @@ async def _stream(
             event = await anext(events, None)
             if event is None:
                 break
-        if include_usage:
+        if usage_chunk is not None:
             await response.send(sse_data(usage_chunk(_usage(jobs, n))))
     except ServerError as exc:
         await response.send(sse_error(exc, request))

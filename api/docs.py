@@ -30,7 +30,7 @@ from sanic_ext.extensions.openapi.definitions import Parameter, RequestBody, Res
 from api import auth
 from api.docs_catalog import ENDPOINTS, ERROR_EXAMPLES, SSE_EXAMPLE, Endpoint
 from api.http import NOSNIFF, page_headers
-from api.protocol import ErrorResponse
+from api.protocol_responses import ErrorResponse
 from api.system import VERSION
 from errors import NotFound
 

@@ -14,7 +14,8 @@ from pydantic import BaseModel
 
 import errors
 from api import protocol_data
-from api.protocol import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest, ModelList
+from api.protocol import ChatCompletionRequest, CompletionRequest
+from api.protocol_responses import ChatCompletion, Completion, ModelList
 from api.protocol_data import DatasetList, DatasetPage, EmbeddingList, EmbeddingRequest, IngestRequest, IngestResponse
 
 SSE_EXAMPLE = (

@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-from errors import InvalidRequest, ServerError
+from errors import ContextLengthExceeded, InvalidRequest, ServerError
 from models.chat_template import ChatTemplateError, ChatTemplateLimit
 from models.interfaces import GenerationOutcome, SamplingParams
 from models.registry import ModelFile, ModelRegistry, ModelRegistryError
@@ -89,24 +89,30 @@ class GenerationService:
             raise
         return jobs
 
-    async def events(self, jobs: list[GenerationJob]) -> AsyncIterator[ChoiceEvent]:
-        """Every choice in turn, as it is generated; cancels every unfinished job if left early."""
+    async def events(self, jobs: list[GenerationJob], prompt_param: str = "prompt") -> AsyncIterator[ChoiceEvent]:
+        """Every choice in turn, as it is generated; cancels every unfinished job if left early.
+
+        `prompt_param` is the request's field that held the prompt, named by a too-long-prompt error."""
         try:
             for index, job in enumerate(jobs):
                 first = True
-                async for text in job.stream(self.scheduler.queue_timeout_s):
-                    yield ChoiceEvent(index, text, first=first)
-                    first = False
+                try:
+                    async for text in job.stream(self.scheduler.queue_timeout_s):
+                        yield ChoiceEvent(index, text, first=first)
+                        first = False
+                except ContextLengthExceeded as exc:
+                    exc.param = exc.param or prompt_param
+                    raise
                 yield ChoiceEvent(index, first=first, finish=job.outcome)
         finally:
             for job in jobs:
                 if job.finished_at is None:
                     job.cancel("client")
 
-    async def complete(self, jobs: list[GenerationJob]) -> list[tuple[str, GenerationOutcome]]:
+    async def complete(self, jobs: list[GenerationJob], prompt_param: str = "prompt") -> list[tuple[str, GenerationOutcome]]:
         texts: list[list[str]] = [[] for _ in jobs]
         results: list[tuple[str, GenerationOutcome]] = []
-        async for event in self.events(jobs):
+        async for event in self.events(jobs, prompt_param):
             if event.finish is None:
                 texts[event.index].append(event.text)
             else:

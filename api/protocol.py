@@ -1,4 +1,4 @@
-"""Every request and response body of the OpenAI-compatible API, as pydantic models.
+"""Every request body of the OpenAI-compatible API, as pydantic models (responses: protocol_responses.py).
 
 Names follow OpenAI's own. Requests validate themselves (ranges, unsupported parameters) and
 convert into engine values (`to_sampling_params`), so nothing below the routes sees HTTP types.
@@ -7,10 +7,9 @@ A parameter that cannot be honoured is refused (400 naming it), never silently i
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from errors import UnsupportedParameter
 from models.interfaces import SamplingParams
@@ -216,111 +215,3 @@ class CompletionRequest(SamplingRequest):
     @property
     def prompts(self) -> list[str]:
         return self.prompt if isinstance(self.prompt, list) else [self.prompt]
-
-
-# ---- responses -----------------------------------------------------------------------------
-
-
-class PromptTokensDetails(BaseModel):
-    cached_tokens: int = Field(0, description="Prompt tokens reused from a cached context instead of evaluated.")
-
-
-class UsageInfo(BaseModel):
-    prompt_tokens: int = Field(0, description="The whole prompt, cached part included, as OpenAI counts it.")
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    prompt_tokens_details: PromptTokensDetails = Field(default_factory=PromptTokensDetails)
-
-    def add(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> None:
-        self.prompt_tokens += prompt_tokens
-        self.completion_tokens += completion_tokens
-        self.total_tokens = self.prompt_tokens + self.completion_tokens
-        self.prompt_tokens_details.cached_tokens += cached_tokens
-
-
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class ChatChoice(BaseModel):
-    index: int
-    message: AssistantMessage
-    finish_reason: Literal["stop", "length"] | None
-    logprobs: None = None
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    choices: list[ChatChoice]
-    usage: UsageInfo
-    system_fingerprint: str | None = None
-
-
-class DeltaMessage(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _omit_unset(self, handler):  # OpenAI sends only the keys a delta carries
-        return {k: v for k, v in handler(self).items() if v is not None}
-
-
-class ChatChunkChoice(BaseModel):
-    index: int
-    delta: DeltaMessage
-    finish_reason: Literal["stop", "length"] | None = None
-    logprobs: None = None
-
-
-class ChatCompletionChunk(BaseModel):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    choices: list[ChatChunkChoice]
-    usage: UsageInfo | None = None
-
-
-class CompletionChoice(BaseModel):
-    index: int
-    text: str
-    finish_reason: Literal["stop", "length"] | None = None
-    logprobs: None = None
-
-
-class Completion(BaseModel):
-    """Both the full response and each streamed chunk (OpenAI uses one shape for both)."""
-
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    choices: list[CompletionChoice]
-    usage: UsageInfo | None = None
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "local"
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail

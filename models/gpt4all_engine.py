@@ -189,7 +189,7 @@ class GPT4AllEngine:
             return ContextLengthExceeded(
                 f"This model's maximum context length is {self.n_ctx} tokens, and the prompt alone exceeds it{detail}. "
                 "Shorten the messages or the prompt.",
-                param="messages",
+                param=None,  # the service that knows the request names its field (`messages` or `prompt`)
             )
         return ContextLengthExceeded(
             f"This model's maximum context length is {self.n_ctx} tokens. However, you requested "

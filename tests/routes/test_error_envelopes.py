@@ -78,3 +78,14 @@ async def test_a_request_bigger_than_the_queue_is_refused_whole_with_retry_after
         error = assert_envelope(await served.client.post("/v1/completions", json=body, headers=served.headers()), 429)
         assert error["code"] == "queue_full"
         assert served.chat.prompts == []  # nothing of it ran
+
+
+@pytest.mark.parametrize("path, body, param", [(CHAT, {"messages": MESSAGES}, "messages"), ("/v1/completions", {"prompt": "x"}, "prompt")])
+async def test_a_prompt_over_the_window_names_the_field_that_held_it(served, path, body, param):
+    served.chat.enqueue([errors.ContextLengthExceeded("the prompt alone exceeds the window")])  # the engine names no field
+    for stream in (False, True):
+        if stream:
+            served.chat.enqueue([errors.ContextLengthExceeded("the prompt alone exceeds the window")])
+        response = await served.client.post(path, json={**body, "stream": stream}, headers=served.headers())
+        error = assert_envelope(response, 400)
+        assert (error["code"], error["param"]) == ("context_length_exceeded", param)

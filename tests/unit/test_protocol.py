@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from api.http import parse_body
-from api.protocol import ChatCompletionChunk, ChatCompletionRequest, ChatChunkChoice, CompletionRequest, DeltaMessage
+from api.protocol import ChatCompletionRequest, CompletionRequest
+from api.protocol_responses import ChatChunkChoice, ChatCompletionChunk, DeltaMessage
 from errors import InvalidRequest, UnsupportedParameter
 from models.interfaces import SamplingParams
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 import errors
-from api import protocol_data
 from api.protocol import ChatCompletionRequest, CompletionRequest
 from api.protocol_responses import ChatCompletion, Completion, ModelList
-from api.protocol_data import DatasetList, DatasetPage, EmbeddingList, EmbeddingRequest, IngestRequest, IngestResponse
+from api.protocol_embeddings import EmbeddingList, EmbeddingRequest
+from api.protocol_training import MAX_PAGE, DatasetList, DatasetPage, IngestRequest, IngestResponse
 
 SSE_EXAMPLE = (
     'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"SmolLM2-135M-Instruct.Q4_1.gguf",'
@@ -137,7 +137,7 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
         "One page of a dataset's records, in the order they were stored.",
         response=DatasetPage, errors=(400, 404),
         query=(QueryParameter("offset", "Records to skip.", {"type": "integer", "minimum": 0, "maximum": 2**31, "default": 0}),
-               QueryParameter("limit", "Records in the page.", {"type": "integer", "minimum": 1, "maximum": protocol_data.MAX_PAGE, "default": 100}))),
+               QueryParameter("limit", "Records in the page.", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 100}))),
     ("DELETE", "/v1/training/datasets/{name}"): Endpoint(
         "Delete a training dataset", "Training", "deleteTrainingDataset", "Remove the dataset's JSONL file.",
         response_example={"object": "training.dataset.deleted", "dataset": "my-support-faq", "deleted": True},

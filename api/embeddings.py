@@ -10,7 +10,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from api.http import app_context, parse_body
-from api.protocol_data import EmbeddingRequest
+from api.protocol_embeddings import EmbeddingRequest
 from errors import InvalidRequest, ModelNotFound
 
 bp = Blueprint("embeddings", url_prefix="/v1")

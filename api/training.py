@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from api.errors import from_validation_error
 from api.http import app_context, json_response, parse_body
-from api.protocol_data import DatasetInfo, DatasetList, DatasetPage, IngestRequest, IngestResponse, PageQuery
+from api.protocol_training import DatasetInfo, DatasetList, DatasetPage, IngestRequest, IngestResponse, PageQuery
 from errors import InvalidRequest
 
 bp = Blueprint("training", url_prefix="/v1/training")

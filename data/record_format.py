@@ -32,7 +32,7 @@ def updated(stored: dict, new: dict) -> dict:
 
 
 def prepare(examples: list[dict], embeddings: list | None) -> list[dict]:
-    """Records to store. The examples' fields were checked by the request model (api/protocol_data.py)."""
+    """Records to store. The examples' fields were checked by the request model (api/protocol_training.py)."""
     if embeddings is not None and len(embeddings) != len(examples):
         raise ValueError(f"{len(embeddings)} embeddings for {len(examples)} examples")
     stamp, records = now(), []

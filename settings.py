@@ -53,7 +53,10 @@ class Settings(BaseModel):
     max_loaded_models: int = Field(1, ge=1, le=16, description="Chat models kept loaded at once (least recently used is unloaded).")
     n_threads: int = Field(0, ge=0, description="Generation threads; 0 means all cores.")
     n_ctx: int = Field(2048, ge=128, le=131072, description="Context window in tokens (prompt + completion).")
-    n_batch: int = Field(128, ge=1, le=4096, description="Prompt tokens evaluated per batch (GPT4All's own default, 8, is slower).")
+    n_batch: int = Field(
+        32, ge=1, le=4096,
+        description="Prompt tokens evaluated per batch. The prefix cache keeps whole batches: smaller wastes less per turn.",
+    )
     device: str = Field("cpu", description="GPT4All device: `cpu`, `gpu`, `kompute`, `cuda` or a GPU name.")
     chat_template_timeout_s: float = Field(
         2.0,

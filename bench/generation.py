@@ -99,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="extra environment for the server subprocess (repeatable), e.g. a setting under test",
     )
     group.add_argument("--n-ctx", type=int, default=int(os.environ.get("N_CTX", 2048)), help="context window (default N_CTX or 2048)")
-    group.add_argument("--n-batch", type=int, default=int(os.environ.get("N_BATCH", 128)), help="prompt batch (default N_BATCH or 128)")
+    group.add_argument("--n-batch", type=int, default=int(os.environ.get("N_BATCH", 32)), help="prompt batch (default N_BATCH or 32, the server's)")
     group.add_argument("--model", default=os.environ.get("MODEL_NAME", ""), help="`.gguf` in MODELS_DIR (default: the server's default model)")
     group.add_argument("--models-dir", type=Path, default=Path(os.environ.get("MODELS_DIR", ROOT / "models")))
     group.add_argument("--client", choices=("httpx", "openai"), default="httpx", help="HTTP client for the servers (httpx: least client overhead)")

@@ -145,7 +145,7 @@ def _settle(args: argparse.Namespace) -> None:
     args.threads = engine_threads(args)
     # shared with the generation benchmark when it is in the same run (its options), else the environment
     args.n_ctx = getattr(args, "n_ctx", None) or int(os.environ.get("N_CTX", 2048))
-    args.n_batch = getattr(args, "n_batch", None) or int(os.environ.get("N_BATCH", 128))
+    args.n_batch = getattr(args, "n_batch", None) or int(os.environ.get("N_BATCH", 32))
     args.model = getattr(args, "model", None) or os.environ.get("MODEL_NAME", "")
     args.models_dir = Path(getattr(args, "models_dir", None) or os.environ.get("MODELS_DIR", ROOT / "models"))
     scenarios = [1] + ([args.mt_conversations] if args.mt_conversations > 1 else [])

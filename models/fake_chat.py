@@ -32,6 +32,7 @@ class FakeChatEngine:
         self.max_active = 0
         self.stopped_early: list[str] = []
         self.closed = False
+        self.settled = 0  # calls of `settle`: the worker makes one when its queue runs empty
         self._scripts: deque[list] = deque()
         self._lock = threading.Lock()
 
@@ -75,6 +76,10 @@ class FakeChatEngine:
         finally:
             with self._lock:
                 self.active -= 1
+
+    def settle(self, keep_going: Callable[[], bool] | None = None) -> int:
+        self.settled += 1
+        return 0
 
     def close(self) -> None:
         self.closed = True

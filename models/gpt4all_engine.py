@@ -26,6 +26,7 @@ from models.prefix_cache import CachedContext, Cut, choose_context, plan_cut
 from models.registry import kv_bytes_per_token
 
 log = logging.getLogger("models.gpt4all")
+MAX_SETTLE_TRIES = 4  # batch boundaries tried for `settle`, from the prompt's last whole batch back
 
 
 
@@ -162,6 +163,48 @@ class GPT4AllEngine:
         context = self._contexts[cache.index]
         readable = self.share or cache.scope in (None, scope)
         return context, plan_cut(cache, full, text, self._tokenizer, self.n_batch if self.exact else None) if readable else Cut(0, 0)
+
+    def settle(self, keep_going: Callable[[], bool] | None = None) -> int:
+        """Between jobs: evaluate the last reply again, in whole batches, so that the next turn keeps it.
+
+        The reply was evaluated one token at a time as it was generated; a full evaluation of the
+        next turn's prompt evaluates it in batches of `n_batch` from position 0, with other
+        arithmetic. Evaluated again here in those very batches (from the last whole batch of the
+        prompt up to the last whole batch of prompt + reply), it becomes reusable exactly
+        (models/prefix_cache.py). Returns the tokens evaluated; 0 when there is nothing to do.
+        `keep_going` is asked after each batch: a waiting job stops it there.
+        """
+        if not self.exact or self._tokenizer is None or not self._contexts:
+            return 0
+        context = max(self._contexts, key=lambda c: c.cache.last_used)
+        cache, tokens = context.cache, context.cache.tokens
+        end = len(tokens) // self.n_batch * self.n_batch
+        first = min(cache.prompt_tokens, len(tokens)) // self.n_batch * self.n_batch
+        if end <= first:
+            return 0
+        for start in range(first, max(-1, first - MAX_SETTLE_TRIES * self.n_batch), -self.n_batch):
+            # GPT4All takes text: from a batch boundary where the text tokenizes into these very ids
+            text = b"".join(self._tokenizer.piece(t) for t in tokens[start:end])
+            after_special = start > 0 and self._tokenizer.is_special(tokens[start - 1])
+            if self._tokenizer.tokenize(text, at_start=start == 0, insert_space=start == 0 or after_special) == tokens[start:end]:
+                break
+        else:
+            return 0
+        evaluated = [0]
+
+        def on_prompt_token(_token_id: int) -> bool:
+            evaluated[0] += 1
+            return keep_going is None or keep_going()
+
+        gpt4all_native.prompt(context.llmodel, text, SamplingParams(temperature=0), n_past=start, n_predict=0,
+                              n_batch=self.n_batch, on_prompt_token=on_prompt_token, on_response_token=lambda *_: False)
+        ctx = context.llmodel.context
+        held = min(ctx.n_past, ctx.tokens_size)
+        if list(ctx.tokens[:held]) != tokens[:held]:  # not what it held before: forget it
+            cache.tokens, cache.scope, cache.prompt_tokens = [], None, 0
+            return evaluated[0]
+        cache.tokens, cache.prompt_tokens = tokens[:held], held
+        return evaluated[0]
 
     def _remember(self, context: "_Context", full: list[int] | None, scope: str | None) -> None:
         """Record what the KV cache holds now, and check our tokenizer against what GPT4All evaluated."""

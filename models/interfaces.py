@@ -69,4 +69,7 @@ class ChatEngine(Protocol):
         """`scope`: who may reuse the contexts this call leaves (None: anyone). `keep_going` is asked
         during prompt evaluation too (after each batch); False stops the call there."""
 
+    def settle(self, keep_going: Callable[[], bool] | None = None) -> int:
+        """Between jobs: work that makes the next call cheaper (see GPT4AllEngine.settle); tokens evaluated."""
+
     def close(self) -> None: ...

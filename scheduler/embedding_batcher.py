@@ -12,11 +12,8 @@ executor the model runs on. Rules:
   while the rest queued behind them (measured with 32 clients: batches alternated between 2
   and 30 inputs, and a batch of 2 costs two to three times as much CPU per input as one of 32).
 * **Fair shares.** Each batch is shared among waiting requests by water-filling in arrival
-  order: every request gets an equal share of the `max_batch` slots (small requests take all
-  they need, the rest is split again, earlier requests get the odd slots). A 2000-input
-  request therefore progresses in every batch, but a single input that arrives behind it rides
-  in the very next batch instead of waiting for all 2000. Rows are written back by index, so
-  each caller gets its rows in input order however its inputs were split.
+  order (`scheduler/fair_share.py`). Rows are written back by index, so each caller gets its
+  rows in input order however its inputs were split.
 * **Every future is resolved.** A failing batch fails each of its requests with EngineFailure
   (a stable message; the engine's type and message are its `detail`, for the log) and the worker carries on. `stop()` answers every waiter,
   queued or in flight, with Unavailable. A waiter whose task is cancelled (client gone) is
@@ -35,35 +32,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from errors import EngineFailure, InvalidRequest, QueueFull, Unavailable
 from models.embedding_engine import EmbeddingEngine
+from scheduler.embedding_requests import EmbeddingRequest, Part
+from scheduler.fair_share import water_fill
 from scheduler.stats import QueueStats
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(eq=False)  # identity hashing: requests are keys of the pending dict
-class _Request:
-    texts: list[str]
-    future: asyncio.Future
-    enqueued_at: float
-    taken: int = 0  # inputs already handed to a batch (they are taken in order)
-    delivered: int = 0  # inputs whose rows have arrived
-    rows: np.ndarray | None = None
-    counts: list[int] | None = None  # exact tokens the model saw, per input
-    first_batch_at: float | None = None
-
-    @property
-    def waiting(self) -> int:
-        return len(self.texts) - self.taken
-
-
-_Part = tuple[_Request, int, int]  # (request, first input index, count)
 
 
 class EmbeddingBatcher:
@@ -86,9 +65,9 @@ class EmbeddingBatcher:
         self.cancelled = 0  # requests whose client left before their rows were ready
         self.batches_failed = 0
         self.inputs_embedded = 0
-        self._pending: dict[_Request, None] = {}  # insertion-ordered set: arrival order
+        self._pending: dict[EmbeddingRequest, None] = {}  # insertion-ordered set: arrival order
         self._depth = 0
-        self._in_flight: list[_Part] = []
+        self._in_flight: list[Part] = []
         self._busy = False
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
@@ -168,7 +147,7 @@ class EmbeddingBatcher:
         if self._depth + len(texts) > self.max_queue:
             self.rejected += 1
             raise QueueFull(f"the embedding queue is full ({self._depth} inputs waiting)", retry_after_s=1)
-        request = _Request(list(texts), self._loop.create_future(), self._loop.time())
+        request = EmbeddingRequest(list(texts), self._loop.create_future(), self._loop.time())
         self._pending[request] = None
         self._depth += len(texts)
         self._wakeup.set()
@@ -212,28 +191,16 @@ class EmbeddingBatcher:
             except asyncio.TimeoutError:
                 return
 
-    def _take_batch(self) -> tuple[list[_Part], list[str]]:
+    def _take_batch(self) -> tuple[list[Part], list[str]]:
         # A cancelled waiter may still be listed if its task has not run its except-block yet.
         for request in [r for r in self._pending if r.future.done()]:
             self._withdraw(request)
-        shares: dict[_Request, int] = {}
-        budget = self.max_batch
-        hungry = list(self._pending)
-        while budget > 0 and hungry:  # water-filling, see the module docstring
-            share = max(1, budget // len(hungry))
-            still_hungry = []
-            for request in hungry:
-                give = min(share, request.waiting - shares.get(request, 0), budget)
-                shares[request] = shares.get(request, 0) + give
-                budget -= give
-                if shares[request] < request.waiting:
-                    still_hungry.append(request)
-                if budget == 0:
-                    break
-            hungry = still_hungry
-        parts: list[_Part] = []
+        waiting = list(self._pending)
+        parts: list[Part] = []
         texts: list[str] = []
-        for request, count in shares.items():
+        for request, count in zip(waiting, water_fill([r.waiting for r in waiting], self.max_batch)):
+            if count == 0:
+                continue
             parts.append((request, request.taken, count))
             texts.extend(request.texts[request.taken : request.taken + count])
             request.taken += count
@@ -242,7 +209,7 @@ class EmbeddingBatcher:
                 del self._pending[request]
         return parts, texts
 
-    async def _run_batch(self, parts: list[_Part], texts: list[str]) -> None:
+    async def _run_batch(self, parts: list[Part], texts: list[str]) -> None:
         started = self._loop.time()
         for request, _, _ in parts:
             if request.first_batch_at is None:
@@ -276,7 +243,7 @@ class EmbeddingBatcher:
         """Runs on the engine thread: the tokenizer is not thread-safe, so counting happens here too."""
         return self.engine.encode(texts), self.engine.count_tokens(texts)
 
-    def _deliver(self, parts: list[_Part], rows: np.ndarray, counts: list[int]) -> None:
+    def _deliver(self, parts: list[Part], rows: np.ndarray, counts: list[int]) -> None:
         offset = 0
         for request, start, count in parts:
             if not request.future.done():
@@ -292,12 +259,12 @@ class EmbeddingBatcher:
 
     # -- failure paths ------------------------------------------------------------------------
 
-    def _withdraw(self, request: _Request) -> None:
+    def _withdraw(self, request: EmbeddingRequest) -> None:
         if request in self._pending:
             del self._pending[request]
             self._depth -= request.waiting
 
-    def _fail_parts(self, parts: list[_Part], make_error: Callable[[], Exception]) -> None:
+    def _fail_parts(self, parts: list[Part], make_error: Callable[[], Exception]) -> None:
         for request, _, _ in parts:
             self._withdraw(request)  # its later inputs are pointless now
             if not request.future.done():

@@ -95,6 +95,15 @@ class ModelWorker:
             finally:
                 self.running = None
                 self._on_done(job)
+            if self.queue.empty():  # idle time: make the last reply reusable for the next turn
+                await loop.run_in_executor(self._executor, self._settle)
+
+    def _settle(self) -> None:
+        """Runs on the model's thread; a job that arrives meanwhile stops it after the current batch."""
+        try:
+            self._engine.settle(keep_going=self.queue.empty)
+        except Exception as exc:  # noqa: BLE001 - an optimisation: it must never take the worker down
+            log.error("settling the KV cache of %s failed", self.model, exc_info=exc)
 
     def _execute(self, job: GenerationJob) -> None:
         """Runs on the model's thread."""

@@ -23,8 +23,8 @@ N_CTX = 1024
 N_BATCH = 128
 
 
-def make_engine(cache: PrefixCache, n_ctx: int = N_CTX) -> GPT4AllEngine:
-    return GPT4AllEngine(MODEL.path, n_ctx=n_ctx, n_threads=2, n_batch=N_BATCH, prefix_cache=cache)
+def make_engine(cache: PrefixCache, n_ctx: int = N_CTX, n_batch: int = N_BATCH) -> GPT4AllEngine:
+    return GPT4AllEngine(MODEL.path, n_ctx=n_ctx, n_threads=2, n_batch=n_batch, prefix_cache=cache)
 
 
 def whole_batches(tokens: int) -> int:
@@ -269,3 +269,29 @@ def test_a_reloaded_model_starts_with_an_empty_cache(off):
         assert outcome.cached_tokens == 0 and text == run(off, messages)[0]
     finally:
         engine.close()
+
+
+def test_settling_between_turns_makes_the_reply_reusable_exactly():
+    # Batches of 32, so that a 40-token reply crosses batch boundaries; full evaluation in the same batches.
+    engine, plain = make_engine(PrefixCache(slots=1), n_batch=32), make_engine(PrefixCache(enabled=False), n_batch=32)
+    try:
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Describe a forest in detail."}]
+        settled_turns = 0
+        for turn in range(3):
+            text, outcome = run(engine, messages, max_tokens=40)
+            assert text == run(plain, messages, max_tokens=40)[0]
+            before = len(engine.contexts[0].tokens)
+            settled = engine.settle()
+            held = len(engine.contexts[0].tokens)
+            assert held == (outcome.prompt_tokens + outcome.completion_tokens) // 32 * 32 if settled else held == before
+            messages += [{"role": "assistant", "content": text}, {"role": "user", "content": f"Go on ({turn})."}]
+            _, following = run(engine, messages, max_tokens=1)
+            assert following.cached_tokens >= (outcome.prompt_tokens // 32 * 32)
+            if settled:
+                settled_turns += 1
+                assert following.cached_tokens > outcome.prompt_tokens // 32 * 32  # part of the reply was kept
+            engine.settle()
+        assert settled_turns >= 2
+    finally:
+        engine.close()
+        plain.close()

@@ -610,3 +610,30 @@ async def test_an_engine_that_fails_to_close_does_not_stop_model_switching(make_
     assert await collect(scheduler.submit("b.gguf", "on b", PARAMS), timeout=2) == "on b "
     assert loader.engine("a.gguf").closed
     assert await collect(scheduler.submit("a.gguf", "on a", PARAMS), timeout=2) == "on a "
+
+
+# ---- idle time ---------------------------------------------------------------------------------
+
+
+async def test_the_engine_settles_when_its_queue_runs_empty_not_between_waiting_jobs(make_scheduler):
+    loader = Loader()
+    scheduler = await make_scheduler(loader)
+    engine = loader.engine()
+    engine.hold()
+    jobs = [scheduler.submit("a.gguf", f"job {i}", PARAMS) for i in range(3)]
+    await wait_for_thread(engine.entered)
+    engine.release()
+    for job in jobs:
+        await collect(job)
+    await wait_until(lambda: engine.settled == 1)  # once, after the third: the others had a job waiting
+    assert await collect(scheduler.submit("a.gguf", "later", PARAMS)) == "later "
+    await wait_until(lambda: engine.settled == 2)
+
+
+async def test_a_failing_settle_does_not_stop_the_worker(make_scheduler):
+    loader = Loader()
+    scheduler = await make_scheduler(loader)
+    engine = loader.engine()
+    engine.settle = lambda keep_going=None: 1 / 0
+    assert await collect(scheduler.submit("a.gguf", "one", PARAMS)) == "one "
+    assert await collect(scheduler.submit("a.gguf", "two", PARAMS)) == "two "

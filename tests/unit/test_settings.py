@@ -21,7 +21,7 @@ def test_defaults_with_an_empty_environment():
     assert settings.reload is False
     assert settings.max_queue == 32
     assert settings.max_loaded_models == 1
-    assert settings.n_batch == 128
+    assert settings.n_batch == 32
     assert settings.device == "cpu"
     assert settings.threads == (os.cpu_count() or 1)  # N_THREADS=0 means all cores
 

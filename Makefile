@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: setup run test test-fast models chromium bench bench-peers
+.PHONY: setup run test test-fast models chromium nginx cluster cluster-stop bench bench-peers
 
 setup: $(STAMP) models
 
@@ -28,7 +28,23 @@ chromium:
 run: setup
 	$(PY) server.py
 
-test: setup chromium
+# Debian's nginx (and Prometheus's promtool, to check the scrape configuration) for the cluster.
+nginx:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+		(apt-get update -q && apt-get install -y -q --no-install-recommends nginx) >/dev/null 2>&1 \
+		|| echo "WARNING: could not install nginx; the cluster tests will be skipped"; }
+	@command -v promtool >/dev/null 2>&1 || { \
+		(apt-get install -y -q --no-install-recommends prometheus) >/dev/null 2>&1 \
+		|| echo "WARNING: could not install prometheus (promtool); its configuration check will be skipped"; }
+
+# REPLICAS replicas (default 2) on PORT+1.. and nginx on PORT (default 8000); `make cluster-stop` ends them.
+cluster: setup nginx
+	$(PY) deploy/cluster.py start
+
+cluster-stop:
+	$(PY) deploy/cluster.py stop
+
+test: setup chromium nginx
 	$(PY) -m pytest
 
 # Seconds, not minutes: the routes in-process on fake engines, and the unit tests (no model, no browser).

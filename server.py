@@ -131,6 +131,8 @@ def create_app(
     async def never_cache_data(request: Request, response) -> None:
         if is_json(response) or auth.is_protected(request.path):
             add_data_headers(response)
+        if settings.replica_name:  # behind a load balancer: which replica answered
+            response.headers["X-Replica"] = settings.replica_name
 
     _install_lifecycle(app, settings)
     return app

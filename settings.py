@@ -26,6 +26,10 @@ class Settings(BaseModel):
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
     reload: bool = Field(False, description="Restart the server when a source file changes (development).")
+    replica_name: str = Field(
+        "", max_length=64, pattern=r"^[A-Za-z0-9._-]*$",
+        description="This replica's name behind a load balancer: sent as `X-Replica`, shown by `/metrics` and `/status`.",
+    )
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger bodies get 413."
     )

@@ -73,7 +73,8 @@ async def metrics(request: Request) -> HTTPResponse:
         encode, content_type = choose_encoder(request.headers.get("accept", ""))
         return HTTPResponse(encode(_metrics(request).registry), content_type=content_type)
     ctx = app_context(request)
-    snapshot = build_snapshot(_metrics(request), default_model=ctx.default_model, version=VERSION)
+    snapshot = build_snapshot(_metrics(request), default_model=ctx.default_model, version=VERSION,
+                              replica=ctx.settings.replica_name or None)
     return json_response({**snapshot, "health": health_detail(ctx)})  # /health's states with the full reasons
 
 

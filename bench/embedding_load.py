@@ -15,7 +15,8 @@ import httpx
 import orjson
 
 from bench import peers
-from bench.common import ServerProcess, process_cpu_seconds
+from bench.common import process_cpu_seconds
+from bench.servers import ServerProcess
 
 MODEL = "all-MiniLM-L6-v2"
 

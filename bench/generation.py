@@ -3,9 +3,8 @@
     python -m bench.generation [--quick] [--runs N] [--max-tokens N] [--prompts N] [--concurrency N]
 
 Systems measured (each on the same `.gguf`, the same threads, n_batch and context window):
-- raw GPT4All: `gpt4all.GPT4All(...)` loaded in this process, driven through GPT4All's own
-  `llmodel_prompt` (the C call `LLModel.prompt_model` wraps, and the one the server's engine
-  makes), greedy, with the prompt rendered from the model's chat template;
+- raw GPT4All: loaded in this process and driven through `models/gpt4all_native.py`, the very
+  call the server's engine makes, greedy, with the prompt rendered from the chat template;
 - the server: `python server.py` in a subprocess, `/v1/chat/completions` with `stream: true`,
   `temperature: 0`, the same messages and `max_tokens`, `stream_options.include_usage` for the
   exact token count; once with one client, once with `--concurrency` clients at a time;
@@ -13,26 +12,19 @@ Systems measured (each on the same `.gguf`, the same threads, n_batch and contex
   installed in its own venv (`bench/peers.py`; `make bench` installs it).
 
 Figures (per system):
-- decode tok/s: (completion tokens - 1) / (last token time - first token time), summed over
-  requests: the streaming rate once generation runs;
-- throughput tok/s: completion tokens / wall time (request sent to last token, so prompt
-  evaluation and, with several clients, queueing are included);
+- decode tok/s: (completion tokens - 1) / (last token time - first token time), over requests;
+- throughput tok/s: completion tokens / wall time (prompt evaluation and queueing included);
 - TTFT: request sent (or, raw, `llmodel_prompt` called) to the first non-empty text piece;
-- CPU ms/tok: CPU the system's process used per token (raw: this process; a server: its own
-  process, all threads; the client's share is `client_cpu_ms_per_token` in the JSON rows). It is
-  far less sensitive to other load on the machine than the rates, and shows spin-waiting: when
-  llama.cpp's worker threads outnumber the free cores, CPU per token balloons.
-Ratios are against raw GPT4All measured in the same run; the goal is decode ratio >= 0.95. The
-paired ratio is the median, over (round, prompt) slots, of the server's rate over raw's rate in
-that slot (they ran back to back), which is more robust to load drifting during the run.
+- CPU ms/tok: CPU the system's process used per token (the client's share is
+  `client_cpu_ms_per_token` in the JSON rows); it shows spin-waiting when llama.cpp's threads
+  outnumber the free cores.
+Ratios are against raw GPT4All in the same run; the goal is decode ratio >= 0.95. The paired
+ratio is the median over (round, prompt) slots of server/raw rates run back to back.
 `--server-threads 2,1` also runs servers with other N_THREADS (e.g. leaving a core to the event
 loop); `--server-env KEY=VALUE` passes a setting under test to the server.
 
-Bias control: a warm-up of every system first; then every (round, prompt) pair runs each system
-once, in an order that rotates from pair to pair, so drift in machine load hits all systems alike.
-Nothing else generates while one system is measured (the raw model sits idle while a server
-streams and the other way round). Greedy decoding makes the outputs comparable: the benchmark
-checks that raw and server produced the same tokens.
+Bias control: a warm-up, then each (round, prompt) pair runs every system once, in a rotating
+order; nothing else generates meanwhile. Greedy: raw and server must produce the same tokens.
 """
 
 from __future__ import annotations
@@ -42,7 +34,6 @@ import asyncio
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python bench/generation.py`
@@ -51,19 +42,18 @@ if __package__ in (None, ""):  # `python bench/generation.py`
 from bench import peers
 from bench.common import (
     ROOT,
-    ServerProcess,
     benchmark_main,
     busy_machine_warning,
     engine_threads,
     format_table,
     load_average,
-    percentile,
     print_json_rows,
     process_cpu_seconds,
     ratio,
     save_results,
-    start_our_server,
 )
+from bench.generation_report import COLUMNS, GOAL, LLAMA_CPP, NAME, OURS, System, paired_ratio, same_output, summary_row
+from bench.servers import start_our_server
 from bench.generation_requests import (
     PROMPTS,
     RAW,
@@ -73,10 +63,6 @@ from bench.generation_requests import (
     Sample,
 )
 
-NAME = "generation"
-OURS = "server"
-LLAMA_CPP = "llama-cpp-python server"
-GOAL = 0.95
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,15 +112,6 @@ def _settle(args: argparse.Namespace) -> None:
 
 
 # ---- the run ---------------------------------------------------------------------------------
-
-
-@dataclass
-class System:
-    label: str
-    kind: str  # "raw", "ours", "llama.cpp"
-    threads: int
-    streamer: ChatStreamer | None = None
-    server: ServerProcess | None = None
 
 
 async def _one(system: System, raw: RawGPT4All, rendered: list[str], index: int, max_tokens: int) -> Sample:
@@ -191,86 +168,6 @@ async def _measure_concurrent(args: argparse.Namespace, system: System) -> tuple
     after = process_cpu_seconds(pid)
     used = after - server_cpu if server_cpu is not None and after is not None else None
     return [s for per_client in results for s in per_client], wall, used, client_cpu
-
-
-def _summary(system: System, clients: int, samples: list[Sample], *, wall: float | None = None,
-             cpu_s: float | None = None, client_cpu_s: float | None = None) -> dict:
-    tokens = sum(s.completion_tokens for s in samples)
-    decode_tokens = sum(max(0, s.completion_tokens - 1) for s in samples)
-    decode_time = sum(s.decode_time for s in samples)
-    ttfts = [s.ttft * 1000 for s in samples if s.ttft is not None]
-    if cpu_s is None and samples and all(s.cpu_s is not None for s in samples):
-        cpu_s = sum(s.cpu_s for s in samples)
-    if client_cpu_s is None and samples and all(s.client_cpu_s is not None for s in samples):
-        client_cpu_s = sum(s.client_cpu_s for s in samples)
-    row = {
-        "benchmark": NAME,
-        "system": system.label,
-        "threads": system.threads,
-        "clients": clients,
-        "requests": len(samples),
-        "completion_tokens": tokens,
-        "min_tokens": min((s.completion_tokens for s in samples), default=0),
-        "decode_tok_s": decode_tokens / decode_time if decode_time > 0 else None,
-        "throughput_tok_s": tokens / (wall if wall is not None else sum(s.wall for s in samples)) if tokens else None,
-        "ttft_p50_ms": percentile(ttfts, 50),
-        "ttft_p95_ms": percentile(ttfts, 95),
-        "cpu_ms_per_token": cpu_s * 1000 / tokens if cpu_s is not None and tokens else None,
-        "client_cpu_ms_per_token": client_cpu_s * 1000 / tokens if client_cpu_s is not None and tokens else None,
-        "exact_token_counts": all(s.exact_count for s in samples),
-    }
-    per_request = [(s.completion_tokens - 1) / s.decode_time for s in samples if s.decode_time > 0]
-    if per_request:
-        row["decode_tok_s_p50_per_request"] = percentile(per_request, 50)
-        row["decode_tok_s_min_per_request"] = min(per_request)
-        row["decode_tok_s_max_per_request"] = max(per_request)
-    server_ttft = [s.server_ttft_ms for s in samples if s.server_ttft_ms is not None]
-    if server_ttft:
-        row["server_side_ttft_p50_ms"] = percentile(server_ttft, 50)
-    return row
-
-
-def _paired_ratio(raw_samples: list[Sample], samples: list[Sample]) -> float | None:
-    """Median over (round, prompt) pairs of this system's decode rate / raw's, run back to back."""
-    raw_rate = {s.pair: (s.completion_tokens - 1) / s.decode_time for s in raw_samples if s.decode_time > 0}
-    ratios = [
-        ((s.completion_tokens - 1) / s.decode_time) / raw_rate[s.pair]
-        for s in samples
-        if s.decode_time > 0 and s.pair in raw_rate and raw_rate[s.pair] > 0
-    ]
-    return percentile(ratios, 50) if ratios else None
-
-
-def _same_output(raw_samples: list[Sample], other: list[Sample]) -> tuple[bool, str]:
-    """Greedy decoding: every request for a prompt should produce raw's tokens and text."""
-    reference = {s.prompt_index: s for s in raw_samples}
-    for s in other:
-        ref = reference.get(s.prompt_index)
-        if ref is None:
-            continue
-        if s.completion_tokens != ref.completion_tokens or s.text != ref.text:
-            return False, (
-                f"prompt {s.prompt_index}: {s.system} gave {s.completion_tokens} tokens {s.text[:60]!r}..., "
-                f"raw gave {ref.completion_tokens} tokens {ref.text[:60]!r}..."
-            )
-    return True, ""
-
-
-COLUMNS = [
-    ("system", "system"),
-    ("threads", "threads"),
-    ("clients", "clients"),
-    ("requests", "requests"),
-    ("completion_tokens", "tokens"),
-    ("decode_tok_s", "decode tok/s"),
-    ("decode_ratio", "decode ratio", 3),
-    ("paired_decode_ratio", "paired ratio", 3),
-    ("throughput_tok_s", "throughput tok/s"),
-    ("throughput_ratio", "throughput ratio", 3),
-    ("ttft_p50_ms", "TTFT p50 ms"),
-    ("ttft_p95_ms", "TTFT p95 ms"),
-    ("cpu_ms_per_token", "CPU ms/tok", 2),
-]
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -359,16 +256,16 @@ async def _run(args, raw: RawGPT4All, rendered: list[str], model_id: str, system
 
     by_label = {system.label: [s for s in samples if s.system == system.label] for system in systems}
     raw_samples = by_label[RAW]
-    base = _summary(systems[0], 1, raw_samples)
+    base = summary_row(systems[0], 1, raw_samples)
     rows = [base]
     for system in systems[1:]:
-        row = _summary(system, 1, by_label[system.label])
-        row["paired_decode_ratio"] = _paired_ratio(raw_samples, by_label[system.label])
+        row = summary_row(system, 1, by_label[system.label])
+        row["paired_decode_ratio"] = paired_ratio(raw_samples, by_label[system.label])
         rows.append(row)
         if system.label in concurrent:
             c_samples, wall, cpu_s, client_cpu_s = concurrent[system.label]
-            rows.append(_summary(system, args.concurrency, c_samples, wall=wall, cpu_s=cpu_s, client_cpu_s=client_cpu_s))
-        same, why = _same_output(raw_samples, by_label[system.label] + (concurrent.get(system.label) or ([],))[0])
+            rows.append(summary_row(system, args.concurrency, c_samples, wall=wall, cpu_s=cpu_s, client_cpu_s=client_cpu_s))
+        same, why = same_output(raw_samples, by_label[system.label] + (concurrent.get(system.label) or ([],))[0])
         for r in rows:
             if r["system"] == system.label:
                 r["same_output_as_raw"] = same

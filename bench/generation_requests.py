@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import ServerProcess
+from bench.servers import ServerProcess
 from models import gpt4all_native
 from models.interfaces import SamplingParams
 

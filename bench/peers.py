@@ -27,7 +27,8 @@ from typing import Callable
 if __package__ in (None, ""):  # `python bench/peers.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import BENCH_API_KEY, ROOT, ServerProcess, free_port, start_process
+from bench.common import ROOT
+from bench.servers import BENCH_API_KEY, ServerProcess, free_port, start_process
 
 PEERS_DIR = ROOT / "bench" / ".peers"
 

@@ -27,6 +27,7 @@ BENCHMARKS = {
     "embeddings": "bench.embeddings",
     "training": "bench.training",
     "multiturn": "bench.multiturn",
+    "cluster": "bench.cluster",
 }
 
 

@@ -29,12 +29,14 @@ def _count(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
-def build_snapshot(metrics: Metrics, *, default_model: str | None = None, version: str | None = None) -> dict[str, Any]:
+def build_snapshot(metrics: Metrics, *, default_model: str | None = None, version: str | None = None,
+                   replica: str | None = None) -> dict[str, Any]:
     now = time.time()
     process = metrics.process.sample()
     return {
         "object": "metrics",
         "version": version,
+        "replica": replica,
         "server_time": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "server_time_unix": round(now, 3),
         "uptime_s": round(now - metrics.started_at, 1),

@@ -55,3 +55,11 @@ class FairQueue:
 
     def empty(self) -> bool:
         return not self._lanes
+
+    async def wait(self, timeout: float) -> bool:
+        """True as soon as a job waits; False after `timeout` seconds without one (nothing is taken)."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        return not self.empty()

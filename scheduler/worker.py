@@ -19,6 +19,7 @@ from scheduler.fair_queue import FairQueue
 from scheduler.jobs import GenerationJob
 from scheduler.stop_filter import StopFilter
 
+SETTLE_AFTER_IDLE_S = 0.25  # idle this long after a job before `settle` (see _run)
 log = logging.getLogger("scheduler.worker")
 
 
@@ -78,9 +79,15 @@ class ModelWorker:
             self.state, self.load_error = "failed", ModelLoadFailed(f"could not load {self.model}: {exc}")
         if self.load_error is not None:
             log.error("model %s failed to load: %s", self.model, self.load_error.message)
+        settle = False
         while True:
             if self.queue.empty():
                 self.idle.set()
+            if settle and not await self.queue.wait(SETTLE_AFTER_IDLE_S):
+                # idle for a moment (a chat's next turn comes seconds later; a client sending requests
+                # back to back sends its next one sooner): make the last reply reusable for the next turn
+                await loop.run_in_executor(self._executor, self._settle)
+            settle = False
             job = await self.queue.get()
             self.idle.clear()
             if self.state == "failed":
@@ -95,8 +102,7 @@ class ModelWorker:
             finally:
                 self.running = None
                 self._on_done(job)
-            if self.queue.empty():  # idle time: make the last reply reusable for the next turn
-                await loop.run_in_executor(self._executor, self._settle)
+            settle = True
 
     def _settle(self) -> None:
         """Runs on the model's thread; a job that arrives meanwhile stops it after the current batch."""

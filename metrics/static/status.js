@@ -78,6 +78,7 @@ function render(snap) {
   setField("model_state", model.state || "");
   setField("uptime", duration(snap.uptime_s));
   setField("server_time", snap.server_time);
+  setField("replica", snap.replica ? `replica ${snap.replica}` : "");
   setField("requests", num(snap.requests.total));
   setField("errors", `${num(failed)} answered 4xx/5xx`);
   setField("tokens", num(snap.tokens.prompt + snap.tokens.completion));

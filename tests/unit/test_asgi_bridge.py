@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 
@@ -55,31 +56,39 @@ class TinyApp:
             self.disconnected.set()
 
 
+@contextlib.asynccontextmanager
+async def serving(app: Sanic):
+    """`app` on a free loopback port in this event loop: a client for it, and the server."""
+    app.config.TOUCHUP = False  # touch-up rewrites shared classes once per process; a second app trips on it
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
+    await server.startup()
+    await server.before_start()
+    await server.after_start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=5) as client:
+            yield client, server
+    finally:
+        await server.before_stop()
+        server.close()
+        await server.wait_closed()
+        await server.after_stop()
+
+
 @pytest_asyncio.fixture
 async def served():
     """A Sanic server on a free loopback port with TinyApp mounted at /sub."""
     tiny = TinyApp()
     app = Sanic(f"bridge_test_{next(_names)}")
-    app.config.TOUCHUP = False  # touch-up rewrites shared classes once per process; a second app trips on it
 
     @app.get("/native")
     async def native(_request):
         return response.text("native")
 
     mount_asgi(app, "/sub", tiny)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
-    await server.startup()
-    await server.before_start()
-    await server.after_start()
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+    async with serving(app) as (client, server):
         yield tiny, client, server
-    await server.before_stop()
-    server.close()
-    await server.wait_closed()
-    await server.after_stop()
 
 
 @pytest.mark.asyncio
@@ -171,21 +180,10 @@ async def guarded():
     """Like `served`, with an allow-list: GET /sub/ and /sub/page/<word>, POST /sub/post."""
     tiny = TinyApp()
     app = Sanic(f"bridge_test_{next(_names)}")
-    app.config.TOUCHUP = False
     allow = [("GET", r"/"), ("GET", r"/page/\w+"), ("post", r"/post")]
     mount_asgi(app, "/sub", tiny, allow=allow)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
-    await server.startup()
-    await server.before_start()
-    await server.after_start()
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=5) as client:
+    async with serving(app) as (client, _server):
         yield tiny, client
-    await server.before_stop()
-    server.close()
-    await server.wait_closed()
-    await server.after_stop()
 
 
 @pytest.mark.asyncio

@@ -23,7 +23,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from string import Template
 
 import httpx
 
@@ -136,16 +135,26 @@ def _render(run_dir: Path, *, listen: str, ports: list[int], max_body: int) -> N
     servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=10s;" for p in ports)
     # As root, nginx's workers would run as www-data, which may not reach a private run folder.
     user_line = "user root;\n" if os.geteuid() == 0 else ""
-    nginx = Template((DEPLOY / "nginx.conf.template").read_text()).substitute(
+    nginx = _fill(DEPLOY / "nginx.conf.template",
         USER_LINE=user_line, RUN_DIR=run_dir, LISTEN=listen, REPLICA_SERVERS=servers, CLIENT_MAX_BODY=2 * max_body,
         WRITER_SERVER=f"        server 127.0.0.1:{ports[0]};",
     )
     (run_dir / "nginx.conf").write_text(nginx)
     targets = ", ".join(f"'127.0.0.1:{p}'" for p in ports)
-    prometheus = Template((DEPLOY / "prometheus.yml.template").read_text()).substitute(
+    prometheus = _fill(DEPLOY / "prometheus.yml.template",
         TARGETS=targets, KEY_FILE=run_dir / "api_key", RULES=DEPLOY / "prometheus-rules.yml",
     )
     (run_dir / "prometheus.yml").write_text(prometheus)
+
+
+def _fill(template: Path, **values: object) -> str:
+    """`template` with each `${NAME}` replaced (nginx's own `$variables` stay as they are)."""
+    text = template.read_text()
+    for name, value in values.items():
+        text = text.replace("${" + name + "}", str(value))
+    if "${" in text:
+        raise ValueError(f"{template.name}: a placeholder was left unfilled: {text[text.index('${'):][:40]!r}")
+    return text
 
 
 def _signal(pid_file: Path, sig: int) -> None:

@@ -5,8 +5,10 @@
 Each client has its own session (`X-Session-ID`) and sends its requests one after another
 (streamed, greedy, `--cluster-max-tokens` tokens). Figures: aggregate completion tokens/s over
 the whole run's wall time, p50/p95 time to first token, and each replica's CPU seconds per
-completion token (from its process), so that a reader can project to more cores. Every replica
-runs with `N_THREADS=1`: on 2 cores, two replicas of 2 threads would spin against each other.
+completion token (from its process), so that a reader can project to more cores. Three setups:
+one replica with as many threads as cores (the single-process default), one replica with one
+thread, and two replicas with one thread each (on 2 cores, two replicas of 2 threads would spin
+against each other).
 Skipped with a note when nginx is not installed.
 """
 
@@ -59,10 +61,10 @@ async def _client(url: str, session: int, requests: int, max_tokens: int, ttfts:
     return tokens
 
 
-def _measure(replicas: int, args: argparse.Namespace) -> dict:
+def _measure(replicas: int, threads: int, args: argparse.Namespace) -> dict:
     run_dir = ROOT / "data" / "cluster-bench"
     cluster = deploy.start(replicas, free_port(), run_dir=run_dir, replica_ports=[free_port() for _ in range(replicas)],
-                           env={"API_KEYS": KEY, "N_THREADS": "1", "TRAINING_DATA_DIR": str(run_dir / "training")})
+                           env={"API_KEYS": KEY, "N_THREADS": str(threads), "TRAINING_DATA_DIR": str(run_dir / "training")})
     try:
         pids = [int((run_dir / f"replica-{i + 1}.pid").read_text()) for i in range(replicas)]
         cpu_before = [process_cpu_seconds(pid) or 0.0 for pid in pids]
@@ -78,7 +80,7 @@ def _measure(replicas: int, args: argparse.Namespace) -> dict:
         cpu = [(process_cpu_seconds(pid) or 0.0) - before for pid, before in zip(pids, cpu_before)]
     finally:
         cluster.stop()
-    return {"benchmark": NAME, "replicas": replicas, "clients": args.cluster_clients, "completion_tokens": tokens,
+    return {"benchmark": NAME, "replicas": replicas, "threads_per_replica": threads, "clients": args.cluster_clients, "completion_tokens": tokens,
             "aggregate_tok_s": tokens / wall, "ttft_p50_ms": percentile(ttfts, 50), "ttft_p95_ms": percentile(ttfts, 95),
             "cpu_s_per_replica": [round(c, 1) for c in cpu], "cpu_ms_per_token": 1000 * sum(cpu) / tokens if tokens else None,
             "wall_s": wall, "cpus": os.cpu_count()}
@@ -89,10 +91,11 @@ def run(args: argparse.Namespace) -> list[dict]:
     if deploy.nginx_binary_or_none() is None:
         print(f"{NAME}: skipped, nginx is not installed (`make cluster` installs it)")
         return []
-    rows = [_measure(replicas, args) for replicas in (1, 2)]
+    cores = os.cpu_count() or 1
+    rows = [_measure(replicas, threads, args) for replicas, threads in ((1, cores), (1, 1), (2, 1))]
     print(f"\nCluster through nginx: {args.cluster_clients} clients x {args.cluster_requests} requests, "
-          f"{args.cluster_max_tokens} tokens each, N_THREADS=1 per replica (load average {load_average()})")
-    print(format_table(rows, [("replicas", "replicas"), ("aggregate_tok_s", "tokens/s"), ("ttft_p50_ms", "TTFT p50 ms"),
+          f"{args.cluster_max_tokens} tokens each, {cores} cores (load average {load_average()})")
+    print(format_table(rows, [("replicas", "replicas"), ("threads_per_replica", "threads each"), ("aggregate_tok_s", "tokens/s"), ("ttft_p50_ms", "TTFT p50 ms"),
                               ("ttft_p95_ms", "TTFT p95 ms"), ("cpu_ms_per_token", "CPU ms/token", 1),
                               ("cpu_s_per_replica", "CPU s per replica")]))
     save_results(NAME, rows, args)

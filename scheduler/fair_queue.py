@@ -57,9 +57,15 @@ class FairQueue:
         return not self._lanes
 
     async def wait(self, timeout: float) -> bool:
-        """True as soon as a job waits; False after `timeout` seconds without one (nothing is taken)."""
+        """True as soon as a job waits; False after `timeout` seconds without one (nothing is taken).
+
+        Not `asyncio.wait_for`: on Python 3.11 it swallows a cancellation that arrives as the event
+        is set, and the worker's `close()` then waits forever on a task that never ends."""
+        if self._lanes:
+            return True
+        waiter = asyncio.ensure_future(self._ready.wait())
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+            await asyncio.wait({waiter}, timeout=timeout)
+        finally:
+            waiter.cancel()
         return not self.empty()

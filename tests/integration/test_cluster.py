@@ -97,6 +97,19 @@ def test_training_goes_to_the_one_writer(cluster):
     assert [d["name"] for d in listed["data"]] == ["cluster-faq"]
 
 
+def test_the_pages_work_behind_nginx_and_stick_to_one_replica(cluster):
+    with httpx.Client(base_url=cluster.url, timeout=60) as client:  # one client address: one replica
+        page = client.get("/chat/")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        config = client.get("/chat/config")
+        assert config.status_code == 200 and "components" in config.json()
+        assert client.get("/status").status_code == 200
+        replicas = {client.get("/metrics", headers={"Authorization": f"Bearer {API_KEY}"}).json()["replica"]
+                    for _ in range(6)}
+        assert len(replicas) == 1 and replicas <= {"replica-1", "replica-2"}  # what /status shows, every poll
+        assert {client.get("/chat/").headers["x-replica"] for _ in range(4)} == replicas
+
+
 def test_prometheus_configuration_checks(cluster):
     if shutil.which("promtool") is None:
         pytest.skip("promtool (Debian's prometheus package) is not installed")

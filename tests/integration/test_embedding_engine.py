@@ -73,9 +73,8 @@ def test_engine_through_the_batcher(engine):
     async def scenario():
         async with EmbeddingBatcher(engine, max_batch=8, max_wait_ms=5, max_queue=100) as batcher:
             texts = [f"sentence {i}" for i in range(20)]
-            results = await asyncio.gather(*(batcher.embed([t]) for t in texts))
-            counts = await batcher.count_tokens(texts)
-        return texts, np.concatenate(results), counts
+            results = await asyncio.gather(*(batcher.embed_counted([t]) for t in texts))
+        return texts, np.concatenate([rows for rows, _ in results]), [n for _, counts in results for n in counts]
 
     texts, rows, counts = asyncio.run(scenario())
     np.testing.assert_allclose(rows, engine.encode(texts), atol=1e-5)

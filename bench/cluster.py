@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # `python bench/cluster.py`
 
 import httpx
 
-from bench.common import ROOT, benchmark_main, format_table, load_average, percentile, print_json_rows, process_cpu_seconds, save_results
+from bench.common import ROOT, benchmark_main, format_table, load_average, percentile, process_cpu_seconds, publish
 from bench.servers import free_port
 from deploy import cluster as deploy
 
@@ -98,10 +98,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     print(format_table(rows, [("replicas", "replicas"), ("threads_per_replica", "threads each"), ("aggregate_tok_s", "tokens/s"), ("ttft_p50_ms", "TTFT p50 ms"),
                               ("ttft_p95_ms", "TTFT p95 ms"), ("cpu_ms_per_token", "CPU ms/token", 1),
                               ("cpu_s_per_replica", "CPU s per replica")]))
-    save_results(NAME, rows, args)
-    if args.json:
-        print_json_rows(rows)
-    return rows
+    return publish(NAME, rows, args)
 
 
 def main(argv: list[str] | argparse.Namespace | None = None) -> list[dict]:

@@ -185,6 +185,13 @@ def save_results(name: str, rows: list[dict], args: argparse.Namespace, extra: d
     return path
 
 
-def print_json_rows(rows: list[dict]) -> None:
-    for row in rows:
-        print(json.dumps(row, sort_keys=True))
+def publish(name: str, rows: list[dict], args: argparse.Namespace, extra: dict | None = None) -> list[dict]:
+    """A benchmark's last step: write the result file (unless `--no-save`), say where, print the rows
+    as JSON lines with `--json`; returns `rows`."""
+    path = save_results(name, rows, args, extra)
+    if path is not None:
+        print(f"rows written to {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    if getattr(args, "json", False):
+        for row in rows:
+            print(json.dumps(row, sort_keys=True))
+    return rows

@@ -53,12 +53,10 @@ import numpy as np
 
 from bench import peers
 from bench.common import (
-    ROOT,
     benchmark_main,
     format_table,
     load_average,
-    print_json_rows,
-    save_results,
+    publish,
 )
 from bench.servers import ServerProcess, start_our_server
 from bench.embedding_load import MODEL, Measurement, drive_server, endpoint_path
@@ -230,12 +228,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     print(format_table(rows, COLUMNS))
     for note in notes:
         print(f"note: {note}")
-    path = save_results(NAME, rows, args, {"model": MODEL, "notes": notes})
-    if path is not None:
-        print(f"rows written to {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-    if args.json:
-        print_json_rows(rows)
-    return rows
+    return publish(NAME, rows, args, {"model": MODEL, "notes": notes})
 
 
 

@@ -47,10 +47,9 @@ from bench.common import (
     engine_threads,
     format_table,
     load_average,
-    print_json_rows,
     process_cpu_seconds,
     ratio,
-    save_results,
+    publish,
 )
 from bench.generation_report import COLUMNS, GOAL, LLAMA_CPP, NAME, OURS, System, paired_ratio, same_output, summary_row
 from bench.servers import start_our_server
@@ -228,12 +227,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     print(format_table(rows, COLUMNS))
     for note in notes:
         print(f"note: {note}")
-    path = save_results(NAME, rows, args, {"model": model.id, "notes": notes})
-    if path is not None:
-        print(f"rows written to {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-    if args.json:
-        print_json_rows(rows)
-    return rows
+    return publish(NAME, rows, args, {"model": model.id, "notes": notes})
 
 
 async def _run(args, raw: RawGPT4All, rendered: list[str], model_id: str, systems: list[System], notes: list[str]) -> list[dict]:

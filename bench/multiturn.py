@@ -59,8 +59,7 @@ from bench.common import (
     engine_threads,
     format_table,
     load_average,
-    print_json_rows,
-    save_results,
+    publish,
 )
 from bench.servers import ServerProcess, start_our_server
 from bench.generation_requests import ChatStreamer
@@ -248,13 +247,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         print(line)
     for note in notes:
         print(f"note: {note}")
-    path = save_results(NAME, rows, args, {"model": model.id, "notes": notes,
+    return publish(NAME, rows, args, {"model": model.id, "notes": notes,
                                            "questions": [[question(c, k) for k in range(n)] for c in range(max(args.scenarios))]})
-    if path is not None:
-        print(f"rows written to {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-    if args.json:
-        print_json_rows(rows)
-    return rows
 
 
 def main(argv: list[str] | argparse.Namespace | None = None) -> list[dict]:

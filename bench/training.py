@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # `python bench/training.py`
 
 import orjson
 
-from bench.common import benchmark_main, format_table, median, print_json_rows, ratio, save_results
+from bench.common import benchmark_main, format_table, median, publish, ratio
 from data.training_store import TrainingStore
 
 NAME = "training"
@@ -163,10 +163,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         print(f"Reading page 1 (100 examples) of a {read['dataset_mb']:.0f} MB dataset ({read['examples']} examples): "
               f"peak RSS +{read['peak_rss_growth_mb']:.1f} MB ({read['method']}); first read (counts the file) "
               f"{read['first_read_s']:.2f} s, again (counts cached) {read['cached_read_ms']:.1f} ms")
-    save_results(NAME, rows, args, extra={"read_page_one": read} if read is not None else None)
-    if args.json:
-        print_json_rows(rows)
-    return rows
+    return publish(NAME, rows, args, {"read_page_one": read} if read is not None else None)
 
 
 def main(argv: list[str] | argparse.Namespace | None = None) -> list[dict]:

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ if __package__ in (None, ""):  # `python bench/cluster.py`
 
 import httpx
 
-from bench.common import ROOT, benchmark_main, format_table, load_average, percentile, process_cpu_seconds, publish
+from bench.common import benchmark_main, format_table, load_average, percentile, process_cpu_seconds, publish
 from bench.servers import free_port
 from deploy import cluster as deploy
 
@@ -62,11 +63,15 @@ async def _client(url: str, session: int, requests: int, max_tokens: int, ttfts:
 
 
 def _measure(replicas: int, threads: int, args: argparse.Namespace) -> dict:
-    run_dir = ROOT / "data" / "cluster-bench"
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as folder:  # logs, pid files, a throw-away data folder
+        return _measure_in(Path(folder), replicas, threads, args)
+
+
+def _measure_in(run_dir: Path, replicas: int, threads: int, args: argparse.Namespace) -> dict:
     cluster = deploy.start(replicas, free_port(), run_dir=run_dir, replica_ports=[free_port() for _ in range(replicas)],
                            env={"API_KEYS": KEY, "N_THREADS": str(threads), "TRAINING_DATA_DIR": str(run_dir / "training")})
     try:
-        pids = [int((run_dir / f"replica-{i + 1}.pid").read_text()) for i in range(replicas)]
+        pids = [process.pid for process in cluster.processes]
         cpu_before = [process_cpu_seconds(pid) or 0.0 for pid in pids]
         ttfts: list[float] = []
         started = time.perf_counter()

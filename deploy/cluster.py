@@ -158,16 +158,36 @@ def _fill(template: Path, **values: object) -> str:
 
 
 def _signal(pid_file: Path, sig: int) -> None:
+    """Send `sig` to the process named in `pid_file` and wait (up to 60 s) until it has exited."""
     try:
         pid = int(pid_file.read_text().strip())
         os.kill(pid, sig)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            os.kill(pid, 0)
-            time.sleep(0.1)
     except (ValueError, ProcessLookupError, FileNotFoundError):
-        pass
+        pid = None
+    deadline = time.monotonic() + 60
+    while pid is not None and not _exited(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
     pid_file.unlink(missing_ok=True)
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie: reaped here if this process started it, else waiting for its parent (or init)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:  # not our child
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    return state == "Z"
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from errors import ContextLengthExceeded, InvalidRequest
 from models import gpt4all_native, llama_tokenizer
 from models.interfaces import GenerationOutcome, PrefixCache, SamplingParams
 from models.llama_tokenizer import LlamaTokenizer
-from models.prefix_cache import CachedContext, Cut, choose_context, plan_cut
+from models.prefix_cache import CachedContext, Cut, choose_context, evaluates_as, plan_cut
 from models.registry import kv_bytes_per_token
 
 log = logging.getLogger("models.gpt4all")
@@ -185,35 +185,26 @@ class GPT4AllEngine:
         for start in range(first, max(-1, first - MAX_SETTLE_TRIES * self.n_batch), -self.n_batch):
             # GPT4All takes text: from a batch boundary where the text tokenizes into these very ids
             text = b"".join(self._tokenizer.piece(t) for t in tokens[start:end])
-            after_special = start > 0 and self._tokenizer.is_special(tokens[start - 1])
-            if self._tokenizer.tokenize(text, at_start=start == 0, insert_space=start == 0 or after_special) == tokens[start:end]:
+            if evaluates_as(self._tokenizer, text, tokens[:end], start):
                 break
         else:
             return 0
-        evaluated = [0]
-
-        def on_prompt_token(_token_id: int) -> bool:
-            evaluated[0] += 1
-            return keep_going is None or keep_going()
-
         gpt4all_native.prompt(context.llmodel, text, SamplingParams(temperature=0), n_past=start, n_predict=0,
-                              n_batch=self.n_batch, on_prompt_token=on_prompt_token, on_response_token=lambda *_: False)
-        ctx = context.llmodel.context
-        held = min(ctx.n_past, ctx.tokens_size)
-        if list(ctx.tokens[:held]) != tokens[:held]:  # not what it held before: forget it
+                              n_batch=self.n_batch, on_prompt_token=lambda _id: keep_going is None or keep_going(),
+                              on_response_token=lambda *_: False)
+        held = _held(context)
+        if held != tokens[: len(held)]:  # not what it held before: forget it
             cache.tokens, cache.scope, cache.prompt_tokens = [], None, 0
-            return evaluated[0]
-        cache.tokens, cache.prompt_tokens = tokens[:held], held
-        return evaluated[0]
+        else:
+            cache.tokens, cache.prompt_tokens = held, len(held)
+        return max(0, len(held) - start)
 
     def _remember(self, context: "_Context", full: list[int] | None, scope: str | None) -> None:
         """Record what the KV cache holds now, and check our tokenizer against what GPT4All evaluated."""
-        ctx = context.llmodel.context
-        held = min(ctx.n_past, ctx.tokens_size)
-        tokens = list(ctx.tokens[:held]) if held else []
+        tokens = _held(context)
         cache = context.cache
         cache.tokens, cache.scope, cache.last_used = tokens, scope, time.monotonic()
-        cache.prompt_tokens = len(full) if full is not None else held
+        cache.prompt_tokens = len(full) if full is not None else len(tokens)
         if full is not None and len(tokens) >= len(full) and tokens[: len(full)] != full:
             log.error("llama.cpp's tokenizer disagrees with GPT4All's evaluation of %s; prefix reuse is off", self.name)
             self._tokenizer = None
@@ -257,3 +248,10 @@ class _Context:
         self.cache = cache
         self.model = model  # the GPT4All object, kept alive with its low-level LLModel
         self.llmodel = model.model
+
+
+def _held(context: _Context) -> list[int]:
+    """The token ids in a context's KV cache, as GPT4All left them (its vector may run past `n_past`)."""
+    ctx = context.llmodel.context
+    held = min(ctx.n_past, ctx.tokens_size)
+    return list(ctx.tokens[:held]) if held else []

@@ -114,10 +114,19 @@ def plan_cut(
         offset = offsets[keep]
         if offset >= len(prompt) or not _starts_a_character(prompt, offset):
             continue
-        rest = tokenizer.tokenize(prompt[offset:], at_start=False, insert_space=tokenizer.is_special(full[keep - 1]))
-        if rest == list(full[keep:]):
+        if evaluates_as(tokenizer, prompt[offset:], full, keep):
             return Cut(keep, offset)
     return Cut(0, 0)
+
+
+def evaluates_as(tokenizer: Tokenizer, text: bytes, ids: Sequence[int], start: int) -> bool:
+    """Whether GPT4All, given `text` with `start` tokens of `ids` kept, evaluates exactly `ids[start:]`.
+
+    Its rules: a BOS and a leading space at the very start; after a kept special token, a leading
+    space; otherwise the text alone."""
+    at_start = start == 0
+    insert_space = at_start or tokenizer.is_special(ids[start - 1])
+    return tokenizer.tokenize(text, at_start=at_start, insert_space=insert_space) == list(ids[start:])
 
 
 def _starts_a_character(text: bytes, offset: int) -> bool:

@@ -60,6 +60,14 @@ def parse_body(request: Request, model: type[RequestModel]) -> RequestModel:
         raise from_validation_error(exc) from None
 
 
+def parse_query(request: Request, model: type[RequestModel]) -> RequestModel:
+    """The query string's parameters that `model` names (each given once), validated; strings convert."""
+    try:
+        return model.model_validate({key: request.args.get(key) for key in model.model_fields if key in request.args})
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
 def json_response(body: BaseModel | dict, status: int = 200, headers: dict[str, str] | None = None) -> HTTPResponse:
     payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
     return HTTPResponse(orjson.dumps(payload), status=status, headers=headers, content_type="application/json")

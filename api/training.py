@@ -5,10 +5,7 @@ from __future__ import annotations
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
-from pydantic import ValidationError
-
-from api.errors import from_validation_error
-from api.http import app_context, json_response, parse_body
+from api.http import app_context, json_response, parse_body, parse_query
 from api.protocol_training import DatasetInfo, DatasetList, DatasetPage, IngestRequest, IngestResponse, PageQuery
 from errors import InvalidRequest
 
@@ -42,10 +39,7 @@ async def list_datasets(request: Request) -> HTTPResponse:
 
 @bp.get("/datasets/<name>")
 async def read_dataset(request: Request, name: str) -> HTTPResponse:
-    try:
-        query = PageQuery(**{key: request.args.get(key) for key in ("offset", "limit") if key in request.args})
-    except ValidationError as exc:
-        raise from_validation_error(exc) from None
+    query = parse_query(request, PageQuery)
     page = await app_context(request).training.read(name, offset=query.offset, limit=query.limit)
     return json_response(DatasetPage(dataset=name, **page))
 

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from metrics.registry import Metrics
+from scheduler.stats import QueueStats
 from metrics.window import summary
 
 RATE_WINDOW_S = 60.0
@@ -33,6 +34,7 @@ def build_snapshot(metrics: Metrics, *, default_model: str | None = None, versio
                    replica: str | None = None) -> dict[str, Any]:
     now = time.time()
     process = metrics.process.sample()
+    live = metrics.live_stats()
     return {
         "object": "metrics",
         "version": version,
@@ -44,11 +46,11 @@ def build_snapshot(metrics: Metrics, *, default_model: str | None = None, versio
         "window_s": metrics.window_s,
         "requests": _requests(metrics),
         "tokens": _tokens(metrics),
-        "models": _models(metrics),
+        "models": _models(metrics, live.get("generation")),
         "process": process.as_dict(),
         "schedulers": {
             name: {**stats.counts(), **(_generation(metrics) if name == "generation" else _embedding(metrics))}
-            for name, stats in metrics.live_stats().items()
+            for name, stats in live.items()
         },
         "training": _training(metrics),
     }
@@ -87,11 +89,10 @@ def _tokens(m: Metrics) -> dict[str, Any]:
     return {**totals, "by_model": dict(by_model)}
 
 
-def _models(m: Metrics) -> dict[str, dict[str, Any]]:
+def _models(m: Metrics, generation: QueueStats | None) -> dict[str, dict[str, Any]]:
     models: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"state": "unloaded", "generations": 0, "by_outcome": {}, "prompt_tokens": 0, "completion_tokens": 0}
     )
-    generation = m.live_stats().get("generation")
     for name, state in (generation.models if generation is not None else {}).items():
         models[name]["state"] = state
     for labels, value in _samples(m.generations):

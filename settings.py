@@ -59,7 +59,8 @@ class Settings(BaseModel):
     n_ctx: int = Field(2048, ge=128, le=131072, description="Context window in tokens (prompt + completion).")
     n_batch: int = Field(
         32, ge=1, le=4096,
-        description="Prompt tokens evaluated per batch. The prefix cache keeps whole batches: smaller wastes less per turn.",
+        description="Prompt tokens evaluated per batch (GPT4All uses at most 128). A client that leaves, or a job waiting "
+        "behind a reply being evaluated again, waits at most one batch.",
     )
     device: str = Field("cpu", description="GPT4All device: `cpu`, `gpu`, `kompute`, `cuda` or a GPU name.")
     chat_template_timeout_s: float = Field(
@@ -99,8 +100,9 @@ class Settings(BaseModel):
     )
     prefix_cache_exact: bool = Field(
         True,
-        description="Keep only whole `N_BATCH` batches of earlier prompts, so that output is bit for bit a full evaluation's. "
-        "`false` also keeps the earlier reply and partial batches: faster turns, but a greedy reply may differ.",
+        description="Keep only tokens a full evaluation computes bit for bit (evaluated in a batch, not one at a time), so that "
+        "output is a full evaluation's. `false` also keeps the earlier reply as generated: fast turns without a pause between "
+        "them, but a greedy reply may differ.",
     )
     prefix_cache_share: bool = Field(
         False, description="Let one API key reuse another key's cached prefix. Unsafe with untrusted keys: a cache hit is timeable."

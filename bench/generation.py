@@ -24,7 +24,9 @@ ratio is the median over (round, prompt) slots of server/raw rates run back to b
 loop); `--server-env KEY=VALUE` passes a setting under test to the server.
 
 Bias control: a warm-up, then each (round, prompt) pair runs every system once, in a rotating
-order; nothing else generates meanwhile. Greedy: raw and server must produce the same tokens.
+order; nothing else generates meanwhile. After each request a server gets until it is quiet (ours
+evaluates the reply again when idle, for its prefix cache): that CPU counts in its CPU ms/tok, and it
+never runs while another system is measured. Greedy: raw and server must produce the same tokens.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ async def _one(system: System, raw: RawGPT4All, rendered: list[str], index: int,
     server_cpu, cpu = process_cpu_seconds(system.server.process.pid), time.process_time()
     sample = await system.streamer.run(index)
     sample.client_cpu_s = time.process_time() - cpu
+    await system.server.quiet()  # its work after the reply (ours: the prefix cache's) counts, and ends before the next system
     after = process_cpu_seconds(system.server.process.pid)
     if server_cpu is not None and after is not None:
         sample.cpu_s = after - server_cpu

@@ -28,6 +28,12 @@ last turn (goal >= 5x at turn 8), llama-cpp-python / ours at the last turn (goal
 decoding makes the replies comparable: whether reuse on gave the same replies as reuse off is
 reported (not asserted).
 
+After each reply the benchmark waits until that server is quiet: ours evaluates the last reply
+again once idle for 0.25 s, so that the next turn keeps it exactly (see the README), as it does
+while a user reads the reply. Waiting for it means it never slows the next system measured. (A
+conversation whose turns come back to back, with no idle moment at all, evaluates the earlier reply
+again in its next turn instead.)
+
 Bias control: the systems take each step (one conversation's turn) in an order that rotates from
 step to step, so drift in machine load hits them alike; only one request runs at a time. There is
 no warm-up request: it would take one of the server's cached contexts (PREFIX_CACHE_SLOTS, 4) and
@@ -155,6 +161,7 @@ async def _scenario(args: argparse.Namespace, targets: list[Target], model_id: s
                     sample = await target.streamer.run_messages(messages, conversation)
                     target.histories[conversation] = messages + [{"role": "assistant", "content": sample.text}]
                     turns.append(Turn(target.label, conversations, run_no, conversation, turn, sample))
+                    await target.server.quiet()
                 step += 1
     finally:
         for target in targets:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -28,23 +29,44 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
-    """A server started by a benchmark on loopback; `stop()` ends it (and only it)."""
+    """A server started by a benchmark or a test on loopback; `stop()` ends it (and only it)."""
 
     name: str
     process: subprocess.Popen
     base_url: str
     api_key: str
     log_path: Path
+    data_dir: Path | None = None  # our server's TRAINING_DATA_DIR
     _workdir: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"}
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.api_key}"}
 
-    def log_tail(self, lines: int = 40) -> str:
+    async def quiet(self, window: float = 0.4, most_cpu_s: float = 0.02, limit: float = 30.0) -> None:
+        """Return once the server has used less than `most_cpu_s` of CPU for `window` seconds.
+
+        A server may work between requests (ours evaluates the last reply again 0.25 s after it
+        went idle, for its prefix cache): a benchmark waits for that before it measures the next
+        system, so that no system's figures pay for another's background work."""
+        from bench.common import process_cpu_seconds
+
+        deadline = time.monotonic() + limit
+        before = process_cpu_seconds(self.process.pid)
+        while before is not None and time.monotonic() < deadline:
+            await asyncio.sleep(window)
+            after = process_cpu_seconds(self.process.pid)
+            if after is None or after - before < most_cpu_s:
+                return
+            before = after
+
+    def log(self) -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
 
     def stop(self, timeout: float = 30) -> int | None:
         if self.process.poll() is None:
@@ -75,15 +97,19 @@ def start_process(
     env: dict[str, str] | None = None,
     api_key: str = BENCH_API_KEY,
     ready_timeout_s: float = 180,
+    ready_statuses: tuple[int, ...] = (200,),
     cwd: Path = ROOT,
     workdir: tempfile.TemporaryDirectory | None = None,
+    log_dir: Path | None = None,
 ) -> ServerProcess:
-    """Start `command` (which must listen on 127.0.0.1:`port`) and wait until GET `ready_path` is 200.
+    """Start `command` (which must listen on 127.0.0.1:`port`) and wait until GET `ready_path` answers
+    one of `ready_statuses`.
 
-    The log (and anything else the caller put in `workdir`) is deleted when the server stops.
+    The log goes to `log_dir` (kept), else into `workdir`, which (with anything else the caller put
+    there) is deleted when the server stops.
     """
-    workdir = workdir or tempfile.TemporaryDirectory(prefix=f"bench-{name.replace(' ', '_')}-")
-    log_path = Path(workdir.name) / "server.log"
+    workdir = workdir or (None if log_dir else tempfile.TemporaryDirectory(prefix=f"bench-{name.replace(' ', '_')}-"))
+    log_path = log_dir / f"server-{port}.log" if log_dir else Path(workdir.name) / "server.log"
     log_file = log_path.open("wb")
     process = subprocess.Popen(
         list(command),
@@ -101,7 +127,7 @@ def start_process(
             server.stop()
             raise RuntimeError(f"{name} exited with {process.returncode} before it was ready:\n{tail}")
         try:
-            if httpx.get(server.base_url + ready_path, headers=server.headers(), timeout=2).status_code == 200:
+            if httpx.get(server.base_url + ready_path, headers=server.headers(), timeout=2).status_code in ready_statuses:
                 return server
         except httpx.HTTPError:
             pass
@@ -111,21 +137,35 @@ def start_process(
     raise RuntimeError(f"{name} was not ready after {ready_timeout_s:g}s:\n{tail}")
 
 
-def start_our_server(env: dict[str, str] | None = None, *, api_key: str = BENCH_API_KEY) -> ServerProcess:
-    """`python server.py` on a free loopback port, with a key and a throw-away data folder."""
+def start_our_server(
+    env: dict[str, str] | None = None,
+    *,
+    api_key: str = BENCH_API_KEY,
+    script: Path = ROOT / "server.py",
+    data_dir: Path | None = None,
+    log_dir: Path | None = None,
+    accept_unhealthy: bool = False,
+) -> ServerProcess:
+    """`python server.py` (or a test variant of it) on a free loopback port, with a key and a data folder.
+
+    The key is the first of API_KEYS (`api_key` unless `env` sets them); the data folder is a
+    throw-away one unless given. `accept_unhealthy` returns as soon as /health answers, even 503.
+    """
     port = free_port()
-    workdir = tempfile.TemporaryDirectory(prefix="bench-server-")
-    data_dir = str(Path(workdir.name) / "training")
+    workdir = None if data_dir and log_dir else tempfile.TemporaryDirectory(prefix="bench-server-")
     full_env = {
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "API_KEYS": api_key,
         "REQUIRE_API_KEY": "true",
         "RELOAD": "false",
-        "TRAINING_DATA_DIR": data_dir,
+        "TRAINING_DATA_DIR": str(data_dir or Path(workdir.name) / "training"),
         **(env or {}),
     }
-    return start_process(
-        "server.py", [sys.executable, str(ROOT / "server.py")], port=port, ready_path="/health", env=full_env, api_key=api_key,
-        workdir=workdir,
+    server = start_process(
+        script.name, [sys.executable, str(script)], port=port, ready_path="/health", env=full_env,
+        api_key=full_env["API_KEYS"].split(",")[0], ready_statuses=(200, 503) if accept_unhealthy else (200,),
+        workdir=workdir, log_dir=log_dir,
     )
+    server.data_dir = Path(full_env["TRAINING_DATA_DIR"])
+    return server

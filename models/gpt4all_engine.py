@@ -22,11 +22,11 @@ from errors import ContextLengthExceeded, InvalidRequest
 from models import gpt4all_native, llama_tokenizer
 from models.interfaces import GenerationOutcome, PrefixCache, SamplingParams
 from models.llama_tokenizer import LlamaTokenizer
-from models.prefix_cache import CachedContext, Cut, choose_context, evaluates_as, plan_cut
+from models.prefix_cache import CachedContext, Cut, choose_context, ends_alone, evaluates_as, plan_cut
 from models.registry import kv_bytes_per_token
 
 log = logging.getLogger("models.gpt4all")
-MAX_SETTLE_TRIES = 4  # batch boundaries tried for `settle`, from the prompt's last whole batch back
+MAX_SETTLE_TRIES = 4  # tokens tried as the start of `settle`'s evaluation, from the first inexact one back
 
 
 
@@ -58,7 +58,7 @@ class GPT4AllEngine:
         path = Path(path)
         self.name = path.name
         self.n_ctx = n_ctx
-        self.n_batch = n_batch
+        self.n_batch = min(n_batch, gpt4all_native.MAX_PROMPT_BATCH)  # the batches GPT4All really evaluates
         # An empty prompt continues from the start of a new document, as OpenAI's and llama.cpp's servers do.
         self.document_start = document_start.encode("utf-8")
         self._open = lambda: gpt4all_native.load(path, n_ctx=n_ctx, n_threads=n_threads, device=device)
@@ -137,7 +137,7 @@ class GPT4AllEngine:
                 on_response_token=on_response_token,
             )
         finally:
-            self._remember(context, full, scope)
+            self._remember(context, full, cut.keep, scope)
         if run.error is not None:
             raise run.error
         if run.overflow is not None:
@@ -165,27 +165,34 @@ class GPT4AllEngine:
         return context, plan_cut(cache, full, text, self._tokenizer, self.n_batch if self.exact else None) if readable else Cut(0, 0)
 
     def settle(self, keep_going: Callable[[], bool] | None = None) -> int:
-        """Between jobs: evaluate the last reply again, in whole batches, so that the next turn keeps it.
+        """Between jobs: evaluate each context's last reply again, in a batch, so that its next turn keeps it.
 
-        The reply was evaluated one token at a time as it was generated; a full evaluation of the
-        next turn's prompt evaluates it in batches of `n_batch` from position 0, with other
-        arithmetic. Evaluated again here in those very batches (from the last whole batch of the
-        prompt up to the last whole batch of prompt + reply), it becomes reusable exactly
-        (models/prefix_cache.py). Returns the tokens evaluated; 0 when there is nothing to do.
-        `keep_going` is asked after each batch: a waiting job stops it there.
+        A reply was evaluated one token at a time as it was generated; a full evaluation of the next
+        turn's prompt evaluates it in a batch, with other arithmetic (models/prefix_cache.py).
+        Evaluated again here in batches of two or more, it becomes reusable exactly. The most
+        recently used context goes first. Returns the tokens evaluated; 0 when there is nothing to
+        do. `keep_going` is asked after each batch: a waiting job stops it there.
         """
-        if not self.exact or self._tokenizer is None or not self._contexts:
+        if not self.exact or self._tokenizer is None:
             return 0
-        context = max(self._contexts, key=lambda c: c.cache.last_used)
+        evaluated = 0
+        for context in sorted(self._contexts, key=lambda c: c.cache.last_used, reverse=True):
+            if keep_going is not None and not keep_going():
+                break
+            evaluated += self._settle(context, keep_going)
+        return evaluated
+
+    def _settle(self, context: "_Context", keep_going: Callable[[], bool] | None) -> int:
         cache, tokens = context.cache, context.cache.tokens
-        end = len(tokens) // self.n_batch * self.n_batch
-        first = min(cache.prompt_tokens, len(tokens)) // self.n_batch * self.n_batch
-        if end <= first:
+        end, first = len(tokens), cache.exact_tokens
+        if first >= end:
             return 0
-        for start in range(first, max(-1, first - MAX_SETTLE_TRIES * self.n_batch), -self.n_batch):
-            # GPT4All takes text: from a batch boundary where the text tokenizes into these very ids
+        for start in range(first, max(-1, first - MAX_SETTLE_TRIES), -1):
+            if ends_alone(end - start, self.n_batch):
+                continue  # its last token would be evaluated alone again
+            # GPT4All takes text: from a token where the text tokenizes into these very ids
             text = b"".join(self._tokenizer.piece(t) for t in tokens[start:end])
-            if evaluates_as(self._tokenizer, text, tokens[:end], start):
+            if evaluates_as(self._tokenizer, text, tokens, start):
                 break
         else:
             return 0
@@ -194,22 +201,25 @@ class GPT4AllEngine:
                               on_response_token=lambda *_: False)
         held = _held(context)
         if held != tokens[: len(held)]:  # not what it held before: forget it
-            cache.tokens, cache.scope, cache.prompt_tokens = [], None, 0
-        else:
-            cache.tokens, cache.prompt_tokens = held, len(held)
+            cache.tokens, cache.scope, cache.prompt_tokens, cache.exact_tokens = [], None, 0, 0
+        else:  # stopped early or not, every batch evaluated had two tokens or more
+            cache.tokens, cache.exact_tokens = held, len(held)
         return max(0, len(held) - start)
 
-    def _remember(self, context: "_Context", full: list[int] | None, scope: str | None) -> None:
+    def _remember(self, context: "_Context", full: list[int] | None, kept: int, scope: str | None) -> None:
         """Record what the KV cache holds now, and check our tokenizer against what GPT4All evaluated."""
         tokens = _held(context)
         cache = context.cache
         cache.tokens, cache.scope, cache.last_used = tokens, scope, time.monotonic()
         cache.prompt_tokens = len(full) if full is not None else len(tokens)
+        # the prompt was evaluated from `kept` on in batches of n_batch; its last token alone if that left one
+        exact = cache.prompt_tokens - (1 if ends_alone(cache.prompt_tokens - kept, self.n_batch) else 0)
+        cache.exact_tokens = len(tokens) if self.n_batch == 1 else min(exact, len(tokens))
         if full is not None and len(tokens) >= len(full) and tokens[: len(full)] != full:
             log.error("llama.cpp's tokenizer disagrees with GPT4All's evaluation of %s; prefix reuse is off", self.name)
             self._tokenizer = None
             for other in self._contexts:
-                other.cache.tokens, other.cache.scope = [], None
+                other.cache.tokens, other.cache.scope, other.cache.exact_tokens = [], None, 0
 
     def _check_fits(self, prompt_tokens: int, limit: int | None) -> None:
         """Refuse, before any evaluation, what the window cannot hold (GPT4All needs 4 tokens of room)."""

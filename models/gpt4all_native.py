@@ -20,6 +20,7 @@ from errors import ModelLoadFailed
 from models.interfaces import SamplingParams
 
 GGUF_MAGIC = b"GGUF"
+MAX_PROMPT_BATCH = 128  # GPT4All evaluates a prompt in batches of min(n_batch, this) (LLMODEL_MAX_PROMPT_BATCH)
 
 
 def prompt(

@@ -50,7 +50,7 @@ class PrefixCache:
     slots: int = 4  # contexts per model, each able to hold one conversation
     max_mb: int = 1024  # all contexts' KV caches together, at N_CTX each
     share: bool = False  # reuse across API keys (a timing side channel; see the README)
-    exact: bool = True  # keep only whole batches of earlier prompts, so greedy output is bit for bit the same
+    exact: bool = True  # keep only what a full evaluation computes bit for bit (models/prefix_cache.py)
 
 
 class ChatEngine(Protocol):

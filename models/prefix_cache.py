@@ -8,15 +8,23 @@ with a context's ids is what could be kept. Two rules make a kept prefix exact:
   own. So a cut at token `keep` is used only if the text from there tokenizes, on its own and with
   GPT4All's rules (no BOS, a leading space only after a special token), into exactly the ids the
   whole prompt has from there.
-- **The same arithmetic.** llama.cpp's result for a token depends on the batch it was evaluated in
-  (measured: a prompt evaluated 1 token at a time and 128 at a time gives different greedy replies
-  for 2 of 4 prompts). A full evaluation splits the prompt into batches of `n_batch` from position
-  0. So only a cut at a multiple of `n_batch`, inside the part the context evaluated as a prompt
-  (not its reply, which was evaluated one token at a time), keeps KV entries that a full
-  evaluation would have computed bit for bit; GPT4All then goes on in the same batches.
+- **The same arithmetic.** llama.cpp computes a token evaluated alone (a batch of one: each token
+  of a reply as it is generated) with other arithmetic than a token evaluated in a batch of two or
+  more. Which batch, and how large, does not matter otherwise. Measured by saving the whole state
+  (KV cache and logits) of this llama.cpp build after 224-, 359- and 622-token prompts evaluated
+  in 100 random splits (1 and 2 threads; batches of 2 to 40 tokens), and whole at `n_batch` 2 to
+  512: every evaluation without a batch of one token gives the same bytes as a full evaluation,
+  and each of the 8 with one differs. So:
+  - only tokens evaluated in a batch of two or more (`CachedContext.exact_tokens`: a prompt, or a
+    reply evaluated again by `GPT4AllEngine.settle`) are kept;
+  - a full evaluation splits a prompt into batches of `n_batch` from position 0, so its last
+    token is alone exactly when the length leaves a remainder of 1. The cut is chosen so that the
+    rest ends in a batch of one token exactly then.
+  With `n_batch` 1 every token is evaluated alone, replies included: everything is kept.
 
-Measured on 18 turns of 3 conversations with a 600-token system prompt: with both rules every
-greedy reply equals a full evaluation's; with the first rule only, 3 of 18 differed.
+Before this rule was measured, the cut kept only whole batches of `n_batch` of an earlier prompt:
+also exact (18 of 18 greedy replies over 3 conversations, against 15 of 18 with the first rule
+only), but each turn evaluated up to `n_batch - 1` tokens more, and the reply only in whole batches.
 
 Nothing here touches GPT4All: the planner takes any object with `tokenize` and `is_special`, so
 the rules are unit-tested on a toy tokenizer.
@@ -24,10 +32,11 @@ the rules are unit-tested on a toy tokenizer.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-MAX_CUT_TRIES = 8  # batch boundaries (or tokens) tried, from the longest prefix down; each try tokenizes the rest once
+MAX_CUT_TRIES = 8  # cuts tried, from the longest prefix down; each try tokenizes the rest once
 
 
 class Tokenizer(Protocol):
@@ -44,7 +53,8 @@ class CachedContext:
 
     index: int
     tokens: list[int] = field(default_factory=list)
-    prompt_tokens: int = 0  # how many of `tokens` were evaluated as a prompt, in batches (the rest: its reply)
+    prompt_tokens: int = 0  # how many of `tokens` the last prompt had (the rest: its reply)
+    exact_tokens: int = 0  # how many leading `tokens` a full evaluation computes bit for bit (see the module's rules)
     scope: str | None = None  # who may reuse it (an API key's hash); None: empty
     last_used: float = 0.0
 
@@ -101,22 +111,36 @@ def plan_cut(
     """
     # At least the last prompt token is evaluated again: its logits pick the first new token.
     limit = min(common_prefix(context.tokens, full), len(full) - 1)
-    step = 1 if n_batch is None else n_batch
     if n_batch is not None:
-        limit = min(limit, context.prompt_tokens)
-    if limit < step:
+        limit = min(limit, context.exact_tokens)
+    if limit < 1:
         return Cut(0, 0)
     offsets = token_offsets(prompt, full, tokenizer)
     if offsets is None:
         return Cut(0, 0)
-    last = limit // step * step
-    for keep in range(last, max(0, last - MAX_CUT_TRIES * step), -step):
+    for keep in _cuts(limit, len(full), n_batch):
         offset = offsets[keep]
         if offset >= len(prompt) or not _starts_a_character(prompt, offset):
             continue
         if evaluates_as(tokenizer, prompt[offset:], full, keep):
             return Cut(keep, offset)
     return Cut(0, 0)
+
+
+def _cuts(limit: int, length: int, n_batch: int | None) -> list[int]:
+    """The cuts worth trying for a `length`-token prompt, longest first (at most MAX_CUT_TRIES)."""
+    if n_batch is None or n_batch == 1:
+        candidates = range(limit, 0, -1)
+    elif length % n_batch == 1:  # a full evaluation ends in a batch of one: so must the rest after the cut
+        candidates = range(limit // n_batch * n_batch, 0, -n_batch)
+    else:  # ... and otherwise must not
+        candidates = (keep for keep in range(limit, 0, -1) if not ends_alone(length - keep, n_batch))
+    return list(itertools.islice(candidates, MAX_CUT_TRIES))
+
+
+def ends_alone(evaluated: int, n_batch: int) -> bool:
+    """Whether evaluating `evaluated` tokens in batches of `n_batch` ends with a batch of one token."""
+    return n_batch > 1 and evaluated % n_batch == 1
 
 
 def evaluates_as(tokenizer: Tokenizer, text: bytes, ids: Sequence[int], start: int) -> bool:

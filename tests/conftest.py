@@ -7,82 +7,25 @@ another one with other settings (for tests of limits, auth modes, shutdown).
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bench.servers import free_port  # one definition for benchmarks and tests
+from bench.servers import ServerProcess as RunningServer  # one launcher for benchmarks and tests
+from bench.servers import start_our_server
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-test-key"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
-@dataclass
-class RunningServer:
-    process: subprocess.Popen
-    base_url: str
-    api_key: str
-    data_dir: Path
-    log_path: Path
-
-    def headers(self, key: str | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key or self.api_key}"}
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
 def start_server(tmp_path: Path, wait_healthy: bool = True, script: Path = ROOT / "server.py", **env: str) -> RunningServer:
-    """Run `script` (the real server, or a test variant of it) and wait until it is healthy."""
-    port = free_port()
+    """Run `script` (the real server, or a test variant of it) and wait until it is healthy (or, not
+    `wait_healthy`, until /health answers at all); its log stays in `tmp_path`."""
     data_dir = Path(env.pop("TRAINING_DATA_DIR", tmp_path / "training"))
-    full_env = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "API_KEYS": API_KEY,
-        "REQUIRE_API_KEY": "true",
-        "TRAINING_DATA_DIR": str(data_dir),
-        "PYTHONUNBUFFERED": "1",
-        **env,
-    }
-    log_path = tmp_path / f"server-{port}.log"
-    log_file = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, str(script)], cwd=ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT
-    )
-    server = RunningServer(process, f"http://127.0.0.1:{port}", full_env["API_KEYS"].split(",")[0], data_dir, log_path)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
-        try:
-            response = httpx.get(server.base_url + "/health", timeout=2)
-            if response.status_code == 200 or (not wait_healthy and response.status_code == 503):
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"server did not become healthy:\n{server.log()}")
+    return start_our_server(env, api_key=API_KEY, script=script, data_dir=data_dir, log_dir=tmp_path,
+                            accept_unhealthy=not wait_healthy)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
 """The prefix cache on the real engine: greedy output with reuse equals output without it, token for
 token, in every corner; `cached_tokens` is what was really kept; memory and keys are bounded.
 
-Reuse keeps whole batches of `N_BATCH` prompt tokens (models/prefix_cache.py says why), so the
-system prompt here is longer than one batch.
+Reuse keeps only tokens evaluated in a batch of two or more, and cuts so that the rest ends in a batch
+of one token exactly when a full evaluation's does (models/prefix_cache.py says why). Besides greedy
+replies, the engine's whole computed state (logits and KV cache) is compared with a full evaluation's.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import pytest
 
 from models.gpt4all_engine import GPT4AllEngine
 from models.interfaces import PrefixCache, SamplingParams
+from models.prefix_cache import ends_alone
 from models.registry import ModelRegistry, kv_bytes_per_token
 from tests.conftest import ROOT
+from tests.helpers.kv_state import computed_state
 
 REGISTRY = ModelRegistry(ROOT / "models")
 MODEL = REGISTRY.default()
@@ -27,8 +30,14 @@ def make_engine(cache: PrefixCache, n_ctx: int = N_CTX, n_batch: int = N_BATCH) 
     return GPT4AllEngine(MODEL.path, n_ctx=n_ctx, n_threads=2, n_batch=n_batch, prefix_cache=cache)
 
 
-def whole_batches(tokens: int) -> int:
-    return tokens // N_BATCH * N_BATCH
+def assert_exact_cut(outcome, shared: int, n_batch: int = N_BATCH) -> None:
+    """Kept: nearly all of the `shared` tokens, cut so that the rest ends alone exactly when a full evaluation does."""
+    assert shared - 4 <= outcome.cached_tokens <= shared and outcome.cached_tokens > 0
+    assert ends_alone(outcome.prompt_tokens - outcome.cached_tokens, n_batch) == ends_alone(outcome.prompt_tokens, n_batch)
+
+
+def last_used(engine) -> object:
+    return max(engine._contexts, key=lambda c: c.cache.last_used).llmodel
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +95,8 @@ def test_reuse_is_exact_over_whole_conversations(on, off, questions):
     assert [o.completion_tokens for o in cached] == [o.completion_tokens for o in plain]
     assert cached[0].cached_tokens == 0 and all(o.cached_tokens == 0 for o in plain)
     for previous, outcome in zip(cached, cached[1:]):
-        # the previous prompt is kept up to its last whole batch; its reply and the new text are evaluated
-        assert outcome.cached_tokens == whole_batches(previous.prompt_tokens) > 0
+        # the previous prompt is kept; its reply (generated one token at a time) and the new text are evaluated
+        assert_exact_cut(outcome, previous.prompt_tokens)
 
 
 def test_without_exactness_a_turn_keeps_the_whole_previous_turn():
@@ -100,12 +109,12 @@ def test_without_exactness_a_turn_keeps_the_whole_previous_turn():
         engine.close()
 
 
-def test_the_same_prompt_again_reuses_its_whole_batches_but_never_its_last_token(on, off):
+def test_the_same_prompt_again_is_reused_but_never_its_last_token(on, off):
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Name a colour."}]
     first_text, first = run(on, messages)
     again_text, again = run(on, messages)
     assert again_text == first_text == run(off, messages)[0]
-    assert again.cached_tokens == whole_batches(first.prompt_tokens - 1) > 0
+    assert_exact_cut(again, first.prompt_tokens - 1)
 
 
 def test_an_edited_or_truncated_conversation_keeps_only_what_is_still_shared(off):
@@ -119,7 +128,8 @@ def test_an_edited_or_truncated_conversation_keeps_only_what_is_still_shared(off
         system_only = FORMAT.render([{"role": "system", "content": SYSTEM}])
         assert 0 < outcome.cached_tokens < outcomes[0].prompt_tokens
         system_tokens = len(engine._tokenizer.tokenize(system_only.encode(), at_start=True, insert_space=True))
-        assert outcome.cached_tokens == whole_batches(system_tokens)
+        assert system_tokens - 4 <= outcome.cached_tokens  # the system prompt, and what follows it up to the edit
+        assert ends_alone(outcome.prompt_tokens - outcome.cached_tokens, N_BATCH) == ends_alone(outcome.prompt_tokens, N_BATCH)
         truncated = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": questions[0]},
                      {"role": "assistant", "content": replies[0]}, {"role": "user", "content": "Thanks."}]
         text, outcome = run(engine, truncated)
@@ -231,7 +241,7 @@ def test_conversations_taking_turns_each_keep_their_context(off):
                 if turn == 0:
                     firsts.append(outcome)
                 else:
-                    assert outcome.cached_tokens == whole_batches(firsts[index].prompt_tokens) > 0
+                    assert_exact_cut(outcome, firsts[index].prompt_tokens)
                 chat.append({"role": "assistant", "content": text})
         assert len(engine.contexts) == 3
         for chat in chats:  # each context holds one conversation's last turn: none was taken over by another
@@ -271,27 +281,42 @@ def test_a_reloaded_model_starts_with_an_empty_cache(off):
         engine.close()
 
 
-def test_settling_between_turns_makes_the_reply_reusable_exactly():
-    # Batches of 32, so that a 40-token reply crosses batch boundaries; full evaluation in the same batches.
-    engine, plain = make_engine(PrefixCache(slots=1), n_batch=32), make_engine(PrefixCache(enabled=False), n_batch=32)
+@pytest.mark.parametrize("n_batch", [32, 7])
+def test_settling_between_turns_makes_the_reply_reusable_exactly(n_batch):
+    # The state after each turn (logits and KV cache) is the full evaluation's, byte for byte.
+    engine = make_engine(PrefixCache(slots=1), n_batch=n_batch)
+    plain = make_engine(PrefixCache(enabled=False), n_batch=n_batch)
     try:
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Describe a forest in detail."}]
-        settled_turns = 0
         for turn in range(3):
             text, outcome = run(engine, messages, max_tokens=40)
             assert text == run(plain, messages, max_tokens=40)[0]
-            before = len(engine.contexts[0].tokens)
-            settled = engine.settle()
-            held = len(engine.contexts[0].tokens)
-            assert held == (outcome.prompt_tokens + outcome.completion_tokens) // 32 * 32 if settled else held == before
+            assert computed_state(last_used(engine)) == computed_state(last_used(plain))
+            context = engine.contexts[0]
+            before = len(context.tokens)
+            assert context.exact_tokens < before  # the reply was generated one token at a time
+            assert engine.settle() > 0
+            assert context.exact_tokens == len(context.tokens) == before  # all of it, evaluated again in a batch
             messages += [{"role": "assistant", "content": text}, {"role": "user", "content": f"Go on ({turn})."}]
             _, following = run(engine, messages, max_tokens=1)
-            assert following.cached_tokens >= (outcome.prompt_tokens // 32 * 32)
-            if settled:
-                settled_turns += 1
-                assert following.cached_tokens > outcome.prompt_tokens // 32 * 32  # part of the reply was kept
+            assert_exact_cut(following, before, n_batch)  # the whole previous turn, reply included
+            run(plain, messages, max_tokens=1)
+            assert computed_state(last_used(engine)) == computed_state(last_used(plain))
             engine.settle()
-        assert settled_turns >= 2
     finally:
         engine.close()
         plain.close()
+
+
+def test_reuse_computes_the_state_of_a_full_evaluation_bit_for_bit(on, off):
+    # Over a conversation with edits and a repeated prompt, without settling (the reply is evaluated again).
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Name three birds."}]
+    for question in ("Which one is the largest?", "Edited: which one sings best?", None):
+        text, outcome = run(on, messages)
+        assert text == run(off, messages)[0]
+        assert computed_state(last_used(on)) == computed_state(last_used(off))
+        if question is None:
+            break
+        if question.startswith("Edited"):
+            messages = messages[:-2]  # the last question and answer are replaced
+        messages += [{"role": "assistant", "content": text}, {"role": "user", "content": question}]

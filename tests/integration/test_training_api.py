@@ -184,7 +184,7 @@ def test_a_second_server_on_the_same_training_data_dir_exits_at_start(tmp_path, 
     else:
         second.stop()
         pytest.fail("a second server started on the TRAINING_DATA_DIR of a running one")
-    assert "server exited with 1" in message and str(live_server.data_dir) in message
+    assert "server.py exited with 1" in message and str(live_server.data_dir) in message
     assert "in use by another server" in message
     dataset = fresh()  # the first one is unaffected
     assert ok(ingest(http, dataset, [{"prompt": "p", "response": "r"}]))["inserted"] == 1

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import re
 
-from models.prefix_cache import MAX_CUT_TRIES, CachedContext, Cut, choose_context, common_prefix, plan_cut, token_offsets
+import pytest
+
+from models.prefix_cache import (
+    MAX_CUT_TRIES,
+    CachedContext,
+    Cut,
+    choose_context,
+    common_prefix,
+    ends_alone,
+    plan_cut,
+    token_offsets,
+)
 
 SPECIALS = ("<|im_start|>", "<|im_end|>")
 
@@ -52,41 +63,69 @@ def test_offsets_follow_the_text_byte_for_byte():
     assert all(prompt[offsets[i]:offsets[i + 1]] == tok.piece(t) for i, t in enumerate(ids))
 
 
-def held(tokens: list[int], prompt_tokens: int) -> CachedContext:
-    return CachedContext(0, tokens=tokens, prompt_tokens=prompt_tokens, scope="k")
+def held(tokens: list[int], prompt_tokens: int, exact_tokens: int | None = None) -> CachedContext:
+    exact = prompt_tokens if exact_tokens is None else exact_tokens
+    return CachedContext(0, tokens=tokens, prompt_tokens=prompt_tokens, exact_tokens=exact, scope="k")
 
 
-def test_a_next_turn_keeps_the_previous_prompt_in_whole_batches_and_never_the_reply():
-    tok = ToyTokenizer()
-    turn1 = chat("Be brief.", "Hi there")
-    prompt1 = tok.tokenize(turn1, at_start=True, insert_space=True)
+def two_turns(tok) -> tuple[list[int], list[int], bytes, list[int]]:
+    """(turn 1's prompt ids, its reply's ids, turn 2's prompt, its ids): turn 2 resends the reply."""
+    prompt1 = tok.tokenize(chat("Be brief.", "Hi there"), at_start=True, insert_space=True)
     reply = tok.tokenize(b"Hello! How can I help?", at_start=False, insert_space=False)
+    turn2 = chat("Be brief.", "Hi there", "Hello! How can I help?", "Tell me more")
+    return prompt1, reply, turn2, tok.tokenize(turn2, at_start=True, insert_space=True)
+
+
+def rest_tokenizes_the_same(tok, prompt: bytes, full: list[int], cut: Cut) -> bool:
+    return tok.tokenize(prompt[cut.offset:], at_start=False, insert_space=tok.is_special(full[cut.keep - 1])) == full[cut.keep:]
+
+
+@pytest.mark.parametrize("n_batch", [2, 3, 4, 5, 8])
+def test_a_next_turn_keeps_the_previous_prompt_but_not_the_reply_generated_one_token_at_a_time(n_batch):
+    tok = ToyTokenizer()
+    prompt1, reply, turn2, full = two_turns(tok)
     cached = held(prompt1 + reply, len(prompt1))  # the end-of-turn token is not stored
-    turn2 = chat("Be brief.", "Hi there", "Hello! How can I help?", "Tell me more")
-    full = tok.tokenize(turn2, at_start=True, insert_space=True)
-    assert common_prefix(cached.tokens, full) == len(cached.tokens)  # the reply is shared, yet not kept:
-    for n_batch in (1, 2, 3, 4):  # it was evaluated one token at a time, a full evaluation does it in a batch
-        cut = plan_cut(cached, full, turn2, tok, n_batch)
-        assert cut.keep == len(prompt1) // n_batch * n_batch
-        assert tok.tokenize(turn2[cut.offset:], at_start=False, insert_space=tok.is_special(full[cut.keep - 1])) == full[cut.keep:]
+    assert common_prefix(cached.tokens, full) == len(cached.tokens)  # the reply is shared, yet not kept
+    cut = plan_cut(cached, full, turn2, tok, n_batch)
+    assert len(prompt1) - n_batch < cut.keep <= len(prompt1)
+    # the rest ends in a batch of one token exactly when a full evaluation's does
+    assert ends_alone(len(full) - cut.keep, n_batch) == ends_alone(len(full), n_batch)
+    assert rest_tokenizes_the_same(tok, turn2, full, cut)
 
 
-def test_without_exactness_the_reply_and_partial_batches_are_kept_too():
+def test_a_settled_reply_is_kept_too():
     tok = ToyTokenizer()
-    turn1 = chat("Be brief.", "Hi there")
-    prompt1 = tok.tokenize(turn1, at_start=True, insert_space=True)
-    reply = tok.tokenize(b"Hello! How can I help?", at_start=False, insert_space=False)
-    turn2 = chat("Be brief.", "Hi there", "Hello! How can I help?", "Tell me more")
-    full = tok.tokenize(turn2, at_start=True, insert_space=True)
-    cut = plan_cut(held(prompt1 + reply, len(prompt1)), full, turn2, tok, None)
+    prompt1, reply, turn2, full = two_turns(tok)
+    for n_batch in (2, 3, 4):
+        cut = plan_cut(held(prompt1 + reply, len(prompt1), len(prompt1 + reply)), full, turn2, tok, n_batch)
+        assert len(prompt1 + reply) - n_batch < cut.keep <= len(prompt1 + reply)
+        assert ends_alone(len(full) - cut.keep, n_batch) == ends_alone(len(full), n_batch)
+
+
+def test_with_batches_of_one_token_the_reply_is_kept():
+    # a full evaluation then evaluates every token alone, as the reply was generated
+    tok = ToyTokenizer()
+    prompt1, reply, turn2, full = two_turns(tok)
+    cut = plan_cut(held(prompt1 + reply, len(prompt1), len(prompt1 + reply)), full, turn2, tok, 1)
     assert cut.keep == len(prompt1 + reply) and turn2[cut.offset:].startswith(b"<|im_end|>")
 
 
-def test_a_prefix_shorter_than_one_batch_is_evaluated_again():
+def test_without_exactness_the_reply_is_kept_too():
     tok = ToyTokenizer()
-    prompt = chat("Be brief.", "Hi there")
-    full = tok.tokenize(prompt, at_start=True, insert_space=True)
-    assert plan_cut(held(full, len(full)), full, prompt, tok, n_batch=len(full)) == Cut(0, 0)
+    prompt1, reply, turn2, full = two_turns(tok)
+    cut = plan_cut(held(prompt1 + reply, len(prompt1), 0), full, turn2, tok, None)
+    assert cut.keep == len(prompt1 + reply) and turn2[cut.offset:].startswith(b"<|im_end|>")
+
+
+@pytest.mark.parametrize("n_batch", range(2, 9))
+def test_the_rest_ends_alone_exactly_when_a_full_evaluation_does(n_batch):
+    tok = ToyTokenizer()
+    for words in range(1, 12):  # prompts of many lengths, some leaving a remainder of 1
+        prompt = chat("Be brief.", "word " * words)
+        full = tok.tokenize(prompt, at_start=True, insert_space=True)
+        cut = plan_cut(held(full, len(full)), full, prompt, tok, n_batch)
+        assert cut.keep > 0 and ends_alone(len(full) - cut.keep, n_batch) == ends_alone(len(full), n_batch)
+        assert rest_tokenizes_the_same(tok, prompt, full, cut)
 
 
 def test_a_token_that_the_new_text_tokenizes_differently_is_evaluated_again():
@@ -123,8 +162,10 @@ def test_the_same_prompt_again_evaluates_at_least_its_last_token():
     full = tok.tokenize(prompt, at_start=True, insert_space=True)
     reply = tok.tokenize(b" Hello", at_start=False, insert_space=False)
     assert plan_cut(held(full + reply, len(full)), full, prompt, tok, n_batch=1) == Cut(len(full) - 1, len(prompt) - 1)
-    # the last "\n": its logits pick the first new token; with batches of 4, back to the last whole batch
-    assert plan_cut(held(full + reply, len(full)), full, prompt, tok, n_batch=4).keep == (len(full) - 1) // 4 * 4
+    # the last "\n": its logits pick the first new token. With batches of 4 it is evaluated alone only
+    # if a full evaluation evaluates it alone; otherwise with the token before it.
+    keep = plan_cut(held(full + reply, len(full)), full, prompt, tok, n_batch=4).keep
+    assert keep == (len(full) - 1 if len(full) % 4 == 1 else len(full) - 2)
 
 
 def test_nothing_shared_or_a_one_token_prompt_is_a_full_evaluation():

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import httpx
 
-from bench.common import ROOT
+from bench.common import ROOT, process_cpu_seconds
 
 BENCH_API_KEY = "sk-bench-key"
 
@@ -48,8 +48,6 @@ class ServerProcess:
         A server may work between requests (ours evaluates the last reply again 0.25 s after it
         went idle, for its prefix cache): a benchmark waits for that before it measures the next
         system, so that no system's figures pay for another's background work."""
-        from bench.common import process_cpu_seconds
-
         deadline = time.monotonic() + limit
         before = process_cpu_seconds(self.process.pid)
         while before is not None and time.monotonic() < deadline:

@@ -184,15 +184,18 @@ class GPT4AllEngine:
 
     def _settle(self, context: "_Context", keep_going: Callable[[], bool] | None) -> int:
         cache, tokens = context.cache, context.cache.tokens
-        end, first = len(tokens), cache.exact_tokens
-        if first >= end:
+        first = cache.exact_tokens
+        if first >= len(tokens):
             return 0
-        for start in range(first, max(-1, first - MAX_SETTLE_TRIES), -1):
+        # GPT4All takes text: a span whose text tokenizes into these very ids (a reply cut inside a
+        # character ends in bytes that are no text: a few tokens less are tried)
+        spans = ((start, end) for end in range(len(tokens), max(first, len(tokens) - MAX_SETTLE_TRIES), -1)
+                 for start in range(first, max(-1, first - MAX_SETTLE_TRIES), -1))
+        for start, end in spans:
             if ends_alone(end - start, self.n_batch):
                 continue  # its last token would be evaluated alone again
-            # GPT4All takes text: from a token where the text tokenizes into these very ids
             text = b"".join(self._tokenizer.piece(t) for t in tokens[start:end])
-            if evaluates_as(self._tokenizer, text, tokens, start):
+            if evaluates_as(self._tokenizer, text, tokens[:end], start):
                 break
         else:
             return 0

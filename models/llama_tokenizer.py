@@ -53,7 +53,10 @@ class LlamaTokenizer:
         self._lock = threading.Lock()
 
     def tokenize(self, text: bytes, *, at_start: bool, insert_space: bool) -> list[int]:
-        """GPT4All's `tokenize`: BOS (where the model wants one) only at the start, special tokens parsed."""
+        """GPT4All's `tokenize`: BOS (where the model wants one) only at the start, special tokens parsed.
+
+        ValueError for text that is not UTF-8: llama.cpp throws a C++ exception on it, which aborts the process."""
+        text.decode("utf-8")  # a UnicodeDecodeError is a ValueError
         capacity = len(text) + 8
         while True:
             out = (ctypes.c_int32 * capacity)()

@@ -147,7 +147,12 @@ def evaluates_as(tokenizer: Tokenizer, text: bytes, ids: Sequence[int], start: i
     """Whether GPT4All, given `text` with `start` tokens of `ids` kept, evaluates exactly `ids[start:]`.
 
     Its rules: a BOS and a leading space at the very start; after a kept special token, a leading
-    space; otherwise the text alone."""
+    space; otherwise the text alone. Never for text that is not UTF-8 (a reply cut inside a
+    character): llama.cpp's tokenizer aborts the process on it."""
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
     at_start = start == 0
     insert_space = at_start or tokenizer.is_special(ids[start - 1])
     return tokenizer.tokenize(text, at_start=at_start, insert_space=insert_space) == list(ids[start:])

@@ -320,3 +320,30 @@ def test_reuse_computes_the_state_of_a_full_evaluation_bit_for_bit(on, off):
         if question.startswith("Edited"):
             messages = messages[:-2]  # the last question and answer are replaced
         messages += [{"role": "assistant", "content": text}, {"role": "user", "content": question}]
+
+
+def test_a_reply_cut_inside_a_character_is_settled_without_its_partial_bytes():
+    # llama.cpp's tokenizer aborts the whole process on text that is not UTF-8 (a C++ exception through ctypes)
+    engine = make_engine(PrefixCache(slots=1), n_batch=32)
+    try:
+        with pytest.raises(ValueError):
+            engine._tokenizer.tokenize("😀".encode()[:2], at_start=False, insert_space=False)
+        run(engine, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Smile."}], max_tokens=8)
+        emoji = engine._tokenizer.tokenize(" 😀😀".encode(), at_start=False, insert_space=False)
+        pieces = [engine._tokenizer.piece(t) for t in emoji]
+        cut = next(k for k in range(1, len(emoji)) if not _is_utf8(b"".join(pieces[:k])))
+        context = engine.contexts[0]
+        whole = list(context.tokens)
+        context.tokens = whole + emoji[:cut]  # as if the reply had stopped inside a character
+        assert engine.settle() > 0
+        assert context.tokens == whole[: len(context.tokens)] and context.exact_tokens == len(context.tokens) >= len(whole) - 4
+    finally:
+        engine.close()
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

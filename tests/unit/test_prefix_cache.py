@@ -13,6 +13,7 @@ from models.prefix_cache import (
     choose_context,
     common_prefix,
     ends_alone,
+    evaluates_as,
     plan_cut,
     token_offsets,
 )
@@ -194,3 +195,11 @@ def test_another_conversation_takes_a_free_context_instead_of_cutting_one_back()
     assert choose_context([a], [1, 2, 3, 8, 9], "k", can_open=False) == (a, 3)
     # the same prompt again (a retry, or choice 2 of n) cuts back only the reply: it stays
     assert choose_context([a, empty], [1, 2, 3, 4, 5], "k", can_open=True) == (a, 5)
+
+
+def test_text_that_is_not_utf8_never_reaches_the_tokenizer():
+    # llama.cpp's tokenizer aborts the process on it: a reply cut inside a character ends that way
+    tok = ToyTokenizer()
+    tok.calls = 0
+    assert not evaluates_as(tok, "\u00e9".encode()[:1], [5], 0)
+    assert tok.calls == 0

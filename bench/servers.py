@@ -40,7 +40,9 @@ class ServerProcess:
     _workdir: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
     def headers(self, key: str | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key or self.api_key}"}
+        """The key as a bearer token; none for a server started without a key (it generates its own)."""
+        key = key or self.api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     async def quiet(self, window: float = 0.4, most_cpu_s: float = 0.02, limit: float = 30.0) -> None:
         """Return once the server has used less than `most_cpu_s` of CPU for `window` seconds.

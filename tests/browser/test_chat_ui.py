@@ -159,11 +159,11 @@ def test_wrong_or_missing_key_shows_a_message_and_generates_nothing(page, chat_s
     _, backend = chat_server
     asked = len(backend.requests)
     send(page, "hello", key="sk-wrong")
-    page.wait_for_selector(f"{BOT}:has-text('Invalid API key')", timeout=5_000)
+    page.wait_for_selector(f"{BOT}:has-text('Invalid API key')", timeout=15_000)
     assert "Incorrect API key provided" in last_bot_text(page)
     shot(page, "chat_wrong_key")
     send(page, "hello again", key="")
-    page.wait_for_selector(f"{BOT}:has-text('Missing API key')", timeout=5_000)
+    page.wait_for_selector(f"{BOT}:has-text('Missing API key')", timeout=15_000)
     assert len(backend.requests) == asked, "something was generated without a valid key"
 
     # With the right key, Retry answers the last message; the notices never reach the model.
@@ -209,7 +209,7 @@ def test_server_errors_are_readable_chat_messages(page, chat_server):
     _, backend = chat_server
     backend.fail_with = QueueFull("The generation queue is full (32 waiting); retry in a moment.")
     send(page, "are you busy?")
-    page.wait_for_selector(f"{BOT}:has-text('Queue full')", timeout=5_000)
+    page.wait_for_selector(f"{BOT}:has-text('Queue full')", timeout=15_000)
     text = last_bot_text(page)
     assert text == "⚠️ Queue full: The generation queue is full (32 waiting); retry in a moment."
     assert "Traceback" not in page.content()
@@ -222,7 +222,7 @@ def test_a_reply_cut_at_max_tokens_says_so_and_the_notice_never_reaches_the_mode
     try:
         set_max_tokens(page, 3)
         send(page, "tell me a lot")
-        page.wait_for_selector(f"{BOT}:has-text('Cut short')", timeout=5_000)
+        page.wait_for_selector(f"{BOT}:has-text('Cut short')", timeout=15_000)
         texts = [t.strip() for t in page.locator(BOT).all_inner_texts()]
         assert texts == ["word0 word1 word2",
                          "⚠️ Cut short: the reply reached Max tokens (3). Raise it and press Retry for a longer reply."]

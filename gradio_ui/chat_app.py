@@ -45,6 +45,7 @@ from errors import (  # noqa: E402
 from api.http import page_headers  # noqa: E402
 from gradio_ui.asgi_bridge import mount_asgi  # noqa: E402
 from gradio_ui.backend import ChatBackend, CutShort  # noqa: E402
+from gradio_ui.stream_reopen import serve_stream_reopen_fix  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +241,11 @@ def build_chat_ui(backend: ChatBackend, *, default_api_key: str = "") -> gr.Bloc
         stop.click(unlocked, None, lockable, cancels=generations, **quick)
         for trigger in (clear.click, chatbot.clear):  # the chatbot's own trash icon clears too
             trigger(clear_chat, None, [*lockable, chatbot], cancels=generations, **quick)
-        ui.load(model_choices, [api_key, model], model, **quick)
-        api_key.change(model_choices, [api_key, model], model, trigger_mode="always_last", **quick)
+        # One at a time, in the order asked, so the list is the last key's: a key typed or filled in
+        # right after the page opened must not be undone by the load event's answer for no key.
+        listing = {**quick, "concurrency_limit": 1, "concurrency_id": "model_list"}
+        ui.load(model_choices, [api_key, model], model, **listing)
+        api_key.change(model_choices, [api_key, model], model, trigger_mode="always_last", **listing)
     return ui
 
 
@@ -283,6 +287,7 @@ def mount_chat_ui(
     blocks._queue.sleep_when_free = 0.02
     blocks._queue.progress_update_sleep_when_free = 0.1
     mount_asgi(app, path, asgi_app, headers=SECURITY_HEADERS, allow=PAGE_ROUTES)
+    serve_stream_reopen_fix(app, path, SECURITY_HEADERS)
 
     async def stop_gradio_queue(_app: Sanic) -> None:
         blocks.close(verbose=False)  # ends the queue's loops; the ASGI lifespan leaves them running

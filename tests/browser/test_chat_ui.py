@@ -9,12 +9,14 @@ tests/artifacts/.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 from sanic import Sanic
 
 from errors import QueueFull
+from gradio_ui.asgi_bridge import Exchange
 from gradio_ui.chat_app import mount_chat_ui
 from tests.fakes_ui import FakeChatBackend
 from tests.helpers.chat_page import BOT, last_bot_text, set_max_tokens, shot, wait_until
@@ -63,7 +65,7 @@ def page(chat_server, browser):
 def enter_key(page, key: str = "sk-test") -> None:
     """Type the key; the model list fills in once the page has checked it."""
     page.fill("#api-key input", key)
-    page.wait_for_function("document.querySelector('#model input').value !== ''", timeout=10_000)
+    page.wait_for_function("(document.querySelector('#model input')?.value ?? '') !== ''", timeout=10_000)
 
 
 def model_options(page) -> list[str]:
@@ -79,14 +81,6 @@ def send(page, text: str, key: str | None = "sk-test") -> None:
         page.fill("#api-key input", key)
     page.fill("#prompt textarea", text)
     page.press("#prompt textarea", "Enter")
-
-
-
-
-
-
-
-
 
 
 def test_the_models_are_listed_only_for_a_valid_key(chat_server, browser):
@@ -110,6 +104,28 @@ def test_the_models_are_listed_only_for_a_valid_key(chat_server, browser):
         page.wait_for_function("document.querySelector('#model input').value === ''", timeout=10_000)
     assert log.outside == [], log.outside
 
+
+def test_a_key_entered_while_the_page_loads_keeps_its_model_list(chat_server, browser, monkeypatch):
+    """The page asks for the model list at load (for the key field's value, here none) and when the
+    key changes. A key filled in at once (a password manager) must win even when the load's answer
+    comes later: the two asks run in order."""
+    base_url, backend = chat_server
+    check_key = backend.check_key
+
+    def slow_for_no_key(key: str) -> None:
+        if not key:
+            time.sleep(1.0)  # the load event's answer, for no key, is slow
+        check_key(key)
+
+    monkeypatch.setattr(backend, "check_key", slow_for_no_key)
+    with offline_context(browser, base_url) as (page, log):
+        page.goto(base_url + "/chat/")
+        page.wait_for_selector("#api-key input", timeout=15_000)
+        page.fill("#api-key input", "sk-test")
+        page.wait_for_function("(document.querySelector('#model input')?.value ?? '') !== ''", timeout=10_000)
+        page.wait_for_timeout(2000)  # the load event's answer has come by now
+        assert page.locator("#model input").input_value() == "fake-chat-1"
+    assert log.outside == [], log.outside
 
 def test_page_offers_key_settings_and_defaults(page):
     key = page.locator("#api-key input")
@@ -173,6 +189,27 @@ def test_wrong_or_missing_key_shows_a_message_and_generates_nothing(page, chat_s
     wait_until(page, lambda: last_bot_text(page) == "word0 word1 word2", what="the retried answer")
     messages = backend.requests[-1]["messages"]
     assert [m["content"] for m in messages] == ["You are a helpful assistant.", "hello", "hello again"]
+
+
+def test_no_answer_is_lost_when_the_event_stream_closes_late(page, chat_server, monkeypatch):
+    """Gradio ends a session's event stream once nothing is pending. When that `close_stream`
+    reaches the page after the next event's join answer (a loaded machine), the page must open a
+    new stream for that event (gradio_ui/stream_reopen.py), or its answer never shows. Delaying
+    every `close_stream` makes that order certain for each step of a turn."""
+    real_send = Exchange.send
+
+    async def late_close_stream(self, message: dict) -> None:
+        if b'"msg":"close_stream"' in message.get("body", b""):
+            await asyncio.sleep(0.5)
+        await real_send(self, message)
+
+    monkeypatch.setattr(Exchange, "send", late_close_stream)
+    set_max_tokens(page, 3)
+    send(page, "are you there?")  # three chained events: take the message, answer, unlock the box
+    wait_until(page, lambda: last_bot_text(page) == "word0 word1 word2", what="the answer")
+    wait_until(page, lambda: page.locator("#prompt textarea").is_enabled(), what="the unlocked message box")
+    page.fill("#api-key input", "")  # the model list goes with the key, through one more event
+    page.wait_for_function("document.querySelector('#model input').value === ''", timeout=10_000)
 
 
 def test_settings_retry_and_clear(page, chat_server):

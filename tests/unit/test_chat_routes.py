@@ -21,6 +21,7 @@ from sanic import Sanic
 
 from api import errors as api_errors
 from gradio_ui.chat_app import mount_chat_ui
+from gradio_ui.stream_reopen import patched_bundle
 from tests.fakes_ui import FakeChatBackend
 from tests.helpers.browser import serve_in_thread
 
@@ -104,6 +105,19 @@ def queue_call(client: httpx.Client, fn_index: int, data: list) -> dict:
                     return message
     raise AssertionError("the queue stream ended without a result")
 
+
+def test_the_page_loads_the_patched_client_bundle(chat):
+    """gradio_ui/stream_reopen.py: the page's own script URL answers the patched bundle, with the
+    page's security headers."""
+    client, _ = chat
+    name, body = patched_bundle()
+    assert f'"./assets/{name}"' in client.get("/chat/").text
+    for method in ("GET", "HEAD"):
+        response = client.request(method, f"/chat/assets/{name}")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/javascript")
+        assert response.headers["x-frame-options"] == "DENY" and response.headers["cache-control"] == "no-cache"
+    assert client.get(f"/chat/assets/{name}").content == body
 
 def test_the_routes_the_page_needs_reach_gradio(chat):
     client, _ = chat

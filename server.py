@@ -22,7 +22,7 @@ from api import auth, completions, embeddings, system, training
 from api import docs, hosts, observability
 from api import errors as api_errors
 from api.generation import GenerationService
-from api.http import add_data_headers, is_json
+from api.http import add_data_headers, add_static_headers, is_json
 from api.protocol_responses import ModelCard
 from data.folder_lock import FolderInUse, claim_folder
 from data.training_store import TrainingStore
@@ -128,9 +128,11 @@ def create_app(
             auth.check_key(settings.api_keys, settings.require_api_key, auth.bearer_token(request.headers.get("authorization")))
 
     @app.on_response(priority=500)
-    async def never_cache_data(request: Request, response) -> None:
+    async def add_cache_headers(request: Request, response) -> None:
         if is_json(response) or auth.is_protected(request.path):
             add_data_headers(response)
+        elif request.route is not None and request.route.extra.static:  # app.static files, e.g. /status/assets
+            add_static_headers(response)
         if settings.replica_name:  # behind a load balancer: which replica answered
             response.headers["X-Replica"] = settings.replica_name
 

@@ -1,15 +1,12 @@
-"""OpenAPI docs: `/openapi.json` (built by sanic-ext), Swagger UI at `/docs`, ReDoc at `/redoc`, offline.
+"""OpenAPI docs: `/openapi.json` (OpenAPI 3.1), Swagger UI at `/docs`, ReDoc at `/redoc`, all offline.
 
-sanic-ext's own doc pages load Swagger UI and ReDoc from CDNs (and its OAuth2 redirect page fetches
-one on every request), so they are switched off; this module serves two small pages of its own and
-the UI bundles shipped by the `openapi-ui-bundles` package, under a strict CSP. sanic-ext still
-builds the document; just before it does (a `before_server_start` listener that runs ahead of
-sanic-ext's), every route named in `api/docs_catalog.py` gets its summary, bearer security,
-request and response schemas from the pydantic models of `api/protocol.py`, the README examples,
-and the OpenAI error envelope for each error status.
-
-pydantic writes JSON Schema 2020-12 while sanic-ext declares OpenAPI 3.0.3, so `to_oas30` rewrites
-the few constructs 3.0 lacks (null types, `const`, `examples` lists, numeric exclusive bounds).
+The document is built here, once, when the server starts: every route named in
+`api/docs_catalog.py` that exists gets its summary, bearer security (`api/auth.py`'s rule),
+request and response schemas (the pydantic models themselves, whose JSON Schema 2020-12 is
+OpenAPI 3.1's own dialect), the README examples, and the OpenAI error envelope for each error
+status (`errors.py`'s classes). Nothing else is documented, so no route needs excluding.
+sanic-ext's OpenAPI is off: it writes 3.0, and its pages load Swagger UI and ReDoc from CDNs.
+The two pages here load the bundles of the `openapi-ui-bundles` package, under a strict CSP.
 """
 
 from __future__ import annotations
@@ -22,17 +19,13 @@ from typing import Any
 import openapi_ui_bundles
 from pydantic import BaseModel
 from sanic import Blueprint, Request, Sanic
-from sanic.response import HTTPResponse, file
-from sanic_ext import openapi
-from sanic_ext.extensions.openapi.builders import OperationBuilder, OperationStore, SpecificationBuilder
-from sanic_ext.extensions.openapi.definitions import Parameter, RequestBody, Response
+from sanic.response import HTTPResponse
 
 from api import auth
 from api.docs_catalog import ENDPOINTS, ERROR_EXAMPLES, SSE_EXAMPLE, Endpoint
-from api.http import NOSNIFF, page_headers
+from api.http import STATIC_HEADERS, json_response, page_headers
 from api.protocol_responses import ErrorResponse
 from api.system import VERSION
-from errors import NotFound
 
 PAGES = Path(__file__).resolve().parent / "docs_pages"
 REF = "#/components/schemas/{model}"
@@ -76,36 +69,29 @@ embeddings.
 """
 
 bp = Blueprint("docs")
+# Files served as they are (Sanic answers If-Modified-Since with 304): (URL, file).
+STATIC_FILES = (
+    ("/docs/assets/swagger-init.js", PAGES / "swagger-init.js"),
+    *((f"/docs/assets/{bundle}/{name}", Path(folder) / name)
+      for bundle, (folder, names) in BUNDLES.items() for name in sorted(names) if (bundle, name) not in REWRITES),
+)
+for url, path in STATIC_FILES:
+    bp.static(url, path, name=re.sub(r"\W", "_", url.strip("/")), content_type=MIME[path.suffix], resource_type="file")
 
 
 @bp.get("/redoc")
-@openapi.exclude()
 async def redoc_page(request: Request) -> HTTPResponse:
     return _page("redoc.html")
 
 
-@bp.get("/docs/assets/swagger-init.js")
-@openapi.exclude()
-async def swagger_init(request: Request) -> HTTPResponse:
-    return await file(PAGES / "swagger-init.js", mime_type=MIME[".js"], headers=NOSNIFF)
-
-
-@bp.get("/docs/assets/<bundle:str>/<name:str>")
-@openapi.exclude()
-async def bundle_asset(request: Request, bundle: str, name: str) -> HTTPResponse:
-    folder, allowed = BUNDLES.get(bundle, (None, set()))
-    if name not in allowed:
-        raise NotFound(f"Unknown asset {bundle}/{name}")
-    headers = {**NOSNIFF, "Cache-Control": "public, max-age=86400"}
-    mime = MIME[Path(name).suffix]
-    if (bundle, name) in REWRITES:
-        return HTTPResponse(_rewritten(bundle, name), headers=headers, content_type=mime)
-    return await file(Path(folder) / name, mime_type=mime, headers=headers)
-
-
-@openapi.exclude()
+@bp.get("/docs")
 async def swagger_page(request: Request) -> HTTPResponse:
     return _page("swagger.html")
+
+
+@bp.get("/docs/assets/redoc/redoc.standalone.js")
+async def redoc_bundle(request: Request) -> HTTPResponse:
+    return HTTPResponse(_rewritten("redoc", "redoc.standalone.js"), headers=STATIC_HEADERS, content_type=MIME[".js"])
 
 
 @lru_cache(maxsize=None)
@@ -120,71 +106,78 @@ def _page(name: str) -> HTTPResponse:
 
 
 def install(app: Sanic) -> None:
-    """Point sanic-ext's OpenAPI at `/openapi.json` with no CDN pages, and serve our own."""
-    config = app.config
-    config.OAS_URL_PREFIX = ""  # sanic-ext's spec route becomes /openapi.json
-    config.OAS_URI_TO_JSON = "/openapi.json"
-    config.OAS_UI_SWAGGER = False
-    config.OAS_UI_REDOC = False
-    config.OAS_UI_DEFAULT = None
-    config.API_TITLE = "GPT4All OpenAI-compatible server"
-    config.API_VERSION = VERSION
-    config.API_DESCRIPTION = DESCRIPTION
+    """Serve `/openapi.json`, built once the routes are final, and the two pages; sanic-ext's OpenAPI off."""
+    app.config.OAS = False
     app.blueprint(bp)
-    # sanic-ext's start-up banner looks up the route "openapi.index" to print the docs URL; ours is /docs.
-    app.add_route(swagger_page, "/docs", name="openapi.index")
+    document: dict[str, Any] = {}
 
-    @app.before_server_start  # priority 0: before sanic-ext's spec builder (priority -1000)
-    async def document_routes(app: Sanic) -> None:
-        describe(app)
+    @app.before_server_start
+    async def build_document(app: Sanic) -> None:
+        document.update(openapi_document(app))
+
+    @app.get("/openapi.json")
+    async def openapi_json(request: Request) -> HTTPResponse:
+        return json_response(document)
 
 
-def describe(app: Sanic) -> None:
-    """Attach the catalog's documentation to the handlers of the routes that exist (idempotent)."""
-    spec = SpecificationBuilder()
-    spec.add_security_scheme(SECURITY, "http", bearer_format="API key", description="One of `API_KEYS`.")
-    for name, text in TAGS.items():
-        spec.tag(name, text)
-    store = OperationStore()
+def openapi_document(app: Sanic) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the catalogued routes that `app` has, in the router's order."""
+    schemas: dict[str, Any] = {}
+    paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes:
-        for method in route.methods:
-            path = PATH_PARAM.sub(r"{\1}", f"/{route.path}")
+        path = PATH_PARAM.sub(r"{\1}", f"/{route.path}")
+        for method in sorted(route.methods):
             endpoint = ENDPOINTS.get((method, path))
             if endpoint is not None:
-                store[route.handler] = _operation(endpoint, protected=auth.is_protected(path))
+                path_params = [param.name for param in route.params.values()]
+                paths.setdefault(path, {})[method.lower()] = _operation(endpoint, path_params, auth.is_protected(path), schemas)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "GPT4All OpenAI-compatible server", "version": VERSION, "description": DESCRIPTION},
+        "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {SECURITY: {"type": "http", "scheme": "bearer", "bearerFormat": "API key",
+                                           "description": "One of `API_KEYS`."}},
+        },
+    }
 
 
-def _operation(endpoint: Endpoint, *, protected: bool) -> OperationBuilder:
-    op = OperationBuilder()
-    op.describe(summary=endpoint.summary, description=endpoint.description)
-    op.tag(endpoint.tag)
-    op.name(endpoint.operation_id)
-    op.disable_autodoc()  # handler docstrings are written for developers, not API users
-    if protected:
-        op.secured(SECURITY)
+def _operation(endpoint: Endpoint, path_params: list[str], protected: bool, schemas: dict[str, Any]) -> dict[str, Any]:
+    def schema_of(model: type[BaseModel]) -> dict[str, str]:
+        return model_schema(model, schemas)
+
+    op: dict[str, Any] = {"tags": [endpoint.tag], "summary": endpoint.summary, "description": endpoint.description,
+                          "operationId": endpoint.operation_id}
+    parameters = [{"name": query.name, "in": "query", "required": False, "description": query.description,
+                   "schema": query.schema} for query in endpoint.query]
+    parameters += [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in path_params]
+    if parameters:
+        op["parameters"] = parameters
     if endpoint.body:
-        media = {"schema": model_schema(endpoint.body)}
+        media: dict[str, Any] = {"schema": schema_of(endpoint.body)}
         if endpoint.examples:
             media["examples"] = endpoint.examples
-        op.requestBody = RequestBody({"application/json": media}, required=True)
-    for query in endpoint.query:
-        op.parameters.append(Parameter(query.name, query.schema, "query", description=query.description, required=False))
-    op.responses = {200: Response(_success_content(endpoint), description="OK")}
+        op["requestBody"] = {"required": True, "content": {"application/json": media}}
+    responses: dict[str, Any] = {"200": {"description": "OK", "content": _success_content(endpoint, schema_of)}}
     for status, (description, example) in endpoint.other_responses.items():
-        op.responses[status] = Response({"application/json": {"schema": {"type": "object"}, "example": example}},
-                                        description=description)
+        responses[str(status)] = {"description": description,
+                                  "content": {"application/json": {"schema": {"type": "object"}, "example": example}}}
     for status in ((401,) if protected else ()) + endpoint.errors:
         example = ERROR_EXAMPLES[status]
-        op.responses[status] = Response(
-            {"application/json": {"schema": model_schema(ErrorResponse), "example": example.body()}}, description=example.summary
-        )
+        responses[str(status)] = {"description": example.summary, "content": {
+            "application/json": {"schema": schema_of(ErrorResponse), "example": example.body()}}}
+    op["responses"] = responses
+    if protected:
+        op["security"] = [{SECURITY: []}]
     return op
 
 
-def _success_content(endpoint: Endpoint) -> dict[str, Any]:
+def _success_content(endpoint: Endpoint, schema_of) -> dict[str, Any]:
     if endpoint.content_type != "application/json":
         return {endpoint.content_type: {"schema": {"type": "string"}}}
-    media: dict[str, Any] = {"schema": model_schema(endpoint.response) if endpoint.response else {"type": "object"}}
+    media: dict[str, Any] = {"schema": schema_of(endpoint.response) if endpoint.response else {"type": "object"}}
     if endpoint.response_example is not None:
         media["example"] = endpoint.response_example
     content = {"application/json": media}
@@ -196,60 +189,11 @@ def _success_content(endpoint: Endpoint) -> dict[str, Any]:
     return content
 
 
-def model_schema(model: type[BaseModel]) -> dict[str, str]:
-    """Register `model` (and the models it uses) as components; return a `$ref` to it."""
-    spec = SpecificationBuilder()
+def model_schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:
+    """Add `model` (and the models it uses) to `schemas` as pydantic writes them; return a `$ref` to it."""
     name = model.__name__
-    if not spec.has_component("schemas", name):
-        schema = to_oas30(model.model_json_schema(ref_template=REF))
-        for sub_name, sub_schema in schema.pop("$defs", {}).items():
-            spec.add_component("schemas", sub_name, sub_schema)
-        spec.add_component("schemas", name, schema)
+    if name not in schemas:
+        schema = model.model_json_schema(ref_template=REF)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[name] = schema
     return {"$ref": REF.format(model=name)}
-
-
-SCHEMA_MAPS = ("properties", "$defs", "patternProperties")
-VALUE_KEYS = ("default", "example", "enum")
-NULL = {"type": "null"}
-
-
-def to_oas30(node: Any) -> Any:
-    """Rewrite a pydantic (JSON Schema 2020-12) schema into the OpenAPI 3.0 dialect."""
-    if isinstance(node, list):
-        return [to_oas30(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    node = dict(node)
-    for key in ("anyOf", "oneOf"):
-        options = node.get(key)
-        if isinstance(options, list) and NULL in options:
-            rest = [option for option in options if option != NULL]
-            del node[key]
-            node["nullable"] = True
-            if len(rest) == 1 and "$ref" in rest[0]:
-                node["allOf"] = rest  # 3.0 ignores siblings of $ref
-            elif len(rest) == 1:
-                node = {**rest[0], **node}
-            else:
-                node[key] = rest
-    if node.get("type") == "null":
-        del node["type"]
-        node.update(nullable=True, enum=[None])
-    if "const" in node:
-        node["enum"] = [node.pop("const")]
-    if isinstance(node.get("examples"), list):
-        examples = node.pop("examples")
-        if examples:
-            node["example"] = examples[0]
-    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-        if isinstance(node.get(exclusive), (int, float)) and not isinstance(node[exclusive], bool):
-            node[bound], node[exclusive] = node[exclusive], True
-    out = {}
-    for key, value in node.items():
-        if key in SCHEMA_MAPS and isinstance(value, dict):
-            out[key] = {name: to_oas30(schema) for name, schema in value.items()}
-        elif key in VALUE_KEYS:
-            out[key] = value
-        else:
-            out[key] = to_oas30(value)
-    return out

@@ -22,6 +22,8 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 # On every JSON answer and everything behind the key: kept in no cache (shared machine, next user), never sniffed.
 DATA_HEADERS = {**NOSNIFF, "Cache-Control": "no-store"}
+# Page assets: revalidated on every load (a 304 when unchanged), so a new version shows at once.
+STATIC_HEADERS = {**NOSNIFF, "Cache-Control": "no-cache"}
 
 
 def page_headers(csp: str, *, referrer: str = "no-referrer", extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -81,7 +83,15 @@ def is_json(response: HTTPResponse) -> bool:
 
 def add_data_headers(response: HTTPResponse) -> None:
     """`DATA_HEADERS`, where the response does not set its own (an SSE stream keeps `no-cache`)."""
-    for name, value in DATA_HEADERS.items():
+    _add_missing(response, DATA_HEADERS)
+
+
+def add_static_headers(response: HTTPResponse) -> None:
+    _add_missing(response, STATIC_HEADERS)
+
+
+def _add_missing(response: HTTPResponse, headers: dict[str, str]) -> None:
+    for name, value in headers.items():
         if name not in response.headers:
             response.headers[name] = value
 

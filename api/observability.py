@@ -19,11 +19,9 @@ from pathlib import Path
 from prometheus_client.exposition import choose_encoder
 from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse
-from sanic_ext import openapi
 
-from api.http import NOSNIFF, app_context, json_response, page_headers
+from api.http import app_context, json_response, page_headers
 from api.system import VERSION, health_detail
-from errors import NotFound
 from metrics import Metrics, build_snapshot
 from metrics.registry import UNMATCHED
 
@@ -32,7 +30,6 @@ log = logging.getLogger("server.metrics")
 bp = Blueprint("observability")
 
 STATIC = Path(__file__).resolve().parent.parent / "metrics" / "static"
-ASSET_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 PAGE_HEADERS = page_headers(
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
@@ -91,14 +88,10 @@ def _status_template() -> str:
     return (STATIC / "status.html").read_text(encoding="utf-8")
 
 
-@bp.get("/status/assets/<name:str>")
-@openapi.exclude()
-async def status_asset(request: Request, name: str) -> HTTPResponse:
-    path = STATIC / name
-    if "/" in name or name.startswith(".") or path.suffix not in ASSET_TYPES or not path.is_file():
-        raise NotFound(f"Unknown asset {name!r}")
-    headers = {**NOSNIFF, "Cache-Control": "no-cache"}
-    return HTTPResponse(path.read_bytes(), headers=headers, content_type=ASSET_TYPES[path.suffix])
+bp.static("/status/assets/status.js", STATIC / "status.js", name="status_js", content_type="text/javascript; charset=utf-8",
+          resource_type="file")
+bp.static("/status/assets/status.css", STATIC / "status.css", name="status_css", content_type="text/css; charset=utf-8",
+          resource_type="file")
 
 
 def install(app: Sanic) -> None:

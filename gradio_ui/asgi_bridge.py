@@ -60,19 +60,9 @@ def mount_asgi(
         (prefix + "/", mount.forward, "root"),
         (prefix + "/<path:path>", mount.forward, "path"),
     ):
-        handler = hide_from_openapi(handler)
         app.add_route(handler, uri, methods=METHODS, strict_slashes=True, name=f"{name}_{suffix}")
     app.register_listener(mount.startup, "after_server_start")
     app.register_listener(mount.shutdown, "before_server_stop")
-
-
-def hide_from_openapi(handler: Callable) -> Callable:
-    """Keep the mounted app's routes out of sanic-ext's /docs (they are not part of the API)."""
-    try:
-        from sanic_ext import openapi
-    except ImportError:
-        return handler
-    return openapi.exclude()(handler)
 
 
 class Mount:

@@ -26,8 +26,6 @@ import gradio as gr
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, raw
 
-from gradio_ui.asgi_bridge import hide_from_openapi
-
 log = logging.getLogger(__name__)
 
 ASSETS = Path(gr.__file__).parent / "templates" / "frontend" / "assets"
@@ -75,6 +73,6 @@ def serve_stream_reopen_fix(app: Sanic, path: str, headers: dict[str, str]) -> N
         return raw(body, content_type="text/javascript; charset=utf-8", headers=headers)
 
     app.add_route(
-        hide_from_openapi(patched_client_bundle), f"{path.rstrip('/')}/assets/{name}",
+        patched_client_bundle, f"{path.rstrip('/')}/assets/{name}",
         methods=["GET", "HEAD"], name="chat_patched_client_bundle",
     )

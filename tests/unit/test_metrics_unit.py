@@ -1,5 +1,5 @@
-"""The metrics module on fakes: what each observation adds, the JSON snapshot, live stats, and the
-OpenAPI 3.0 rewrite of pydantic schemas. No server, no model."""
+"""The metrics module on fakes: what each observation adds, the JSON snapshot and live stats.
+No server, no model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from types import SimpleNamespace
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.docs import to_oas30
 from api.observability import wants_prometheus
 from metrics import Metrics, build_snapshot
 from metrics.window import RecentWindow, percentile
@@ -96,29 +95,6 @@ def test_recent_window_forgets_old_rows_and_percentiles_interpolate():
     now[0] = 12
     assert window.column(0) == [3.0]
     assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([], 95) is None
-
-
-def test_pydantic_schemas_become_openapi_30():
-    schema = {
-        "properties": {
-            "name": {"anyOf": [{"type": "string", "maxLength": 4}, {"type": "null"}], "default": None, "title": "Name"},
-            "usage": {"anyOf": [{"$ref": "#/components/schemas/UsageInfo"}, {"type": "null"}]},
-            "object": {"const": "list", "type": "string"},
-            "logprobs": {"type": "null", "default": None},
-            "top_p": {"type": "number", "exclusiveMinimum": 0.0},
-            "type": {"type": "string", "examples": ["text"]},  # a property named "type" stays a property
-        },
-        "examples": [{"name": "x"}],
-    }
-    out = to_oas30(schema)
-    props = out["properties"]
-    assert props["name"] == {"type": "string", "maxLength": 4, "default": None, "title": "Name", "nullable": True}
-    assert props["usage"] == {"nullable": True, "allOf": [{"$ref": "#/components/schemas/UsageInfo"}]}
-    assert props["object"] == {"enum": ["list"], "type": "string"}
-    assert props["logprobs"] == {"default": None, "nullable": True, "enum": [None]}
-    assert props["top_p"] == {"type": "number", "minimum": 0.0, "exclusiveMinimum": True}
-    assert props["type"] == {"type": "string", "example": "text"}
-    assert out["example"] == {"name": "x"} and "examples" not in out
 
 
 def test_metrics_format_negotiation():

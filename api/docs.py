@@ -23,7 +23,7 @@ from sanic.response import HTTPResponse
 
 from api import auth
 from api.docs_catalog import ENDPOINTS, ERROR_EXAMPLES, SSE_EXAMPLE, Endpoint
-from api.http import STATIC_HEADERS, json_response, page_headers
+from api.http import ASSET_TYPES, STATIC_HEADERS, json_response, page_headers, serve_file
 from api.protocol_responses import ErrorResponse
 from api.system import VERSION
 
@@ -37,7 +37,6 @@ BUNDLES = {
 }
 # ReDoc's sidebar shows its logo from a CDN; the package ships the same file, so point there instead.
 REWRITES = {("redoc", "redoc.standalone.js"): (b"https://cdn.redoc.ly/redoc/logo-mini.svg", b"/docs/assets/redoc/logo-mini.svg")}
-MIME = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 # Both UIs inject inline styles and ReDoc runs its search in a blob: worker; scripts stay 'self'.
 PAGE_HEADERS = page_headers(
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -76,7 +75,7 @@ STATIC_FILES = (
       for bundle, (folder, names) in BUNDLES.items() for name in sorted(names) if (bundle, name) not in REWRITES),
 )
 for url, path in STATIC_FILES:
-    bp.static(url, path, name=re.sub(r"\W", "_", url.strip("/")), content_type=MIME[path.suffix], resource_type="file")
+    serve_file(bp, url, path)
 
 
 @bp.get("/redoc")
@@ -91,7 +90,7 @@ async def swagger_page(request: Request) -> HTTPResponse:
 
 @bp.get("/docs/assets/redoc/redoc.standalone.js")
 async def redoc_bundle(request: Request) -> HTTPResponse:
-    return HTTPResponse(_rewritten("redoc", "redoc.standalone.js"), headers=STATIC_HEADERS, content_type=MIME[".js"])
+    return HTTPResponse(_rewritten("redoc", "redoc.standalone.js"), headers=STATIC_HEADERS, content_type=ASSET_TYPES[".js"])
 
 
 @lru_cache(maxsize=None)
@@ -126,10 +125,10 @@ def openapi_document(app: Sanic) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes:
         path = PATH_PARAM.sub(r"{\1}", f"/{route.path}")
+        path_params = [param.name for param in route.params.values()]
         for method in sorted(route.methods):
             endpoint = ENDPOINTS.get((method, path))
             if endpoint is not None:
-                path_params = [param.name for param in route.params.values()]
                 paths.setdefault(path, {})[method.lower()] = _operation(endpoint, path_params, auth.is_protected(path), schemas)
     return {
         "openapi": "3.1.0",
@@ -145,9 +144,6 @@ def openapi_document(app: Sanic) -> dict[str, Any]:
 
 
 def _operation(endpoint: Endpoint, path_params: list[str], protected: bool, schemas: dict[str, Any]) -> dict[str, Any]:
-    def schema_of(model: type[BaseModel]) -> dict[str, str]:
-        return model_schema(model, schemas)
-
     op: dict[str, Any] = {"tags": [endpoint.tag], "summary": endpoint.summary, "description": endpoint.description,
                           "operationId": endpoint.operation_id}
     parameters = [{"name": query.name, "in": "query", "required": False, "description": query.description,
@@ -156,28 +152,28 @@ def _operation(endpoint: Endpoint, path_params: list[str], protected: bool, sche
     if parameters:
         op["parameters"] = parameters
     if endpoint.body:
-        media: dict[str, Any] = {"schema": schema_of(endpoint.body)}
+        media: dict[str, Any] = {"schema": model_schema(endpoint.body, schemas)}
         if endpoint.examples:
             media["examples"] = endpoint.examples
         op["requestBody"] = {"required": True, "content": {"application/json": media}}
-    responses: dict[str, Any] = {"200": {"description": "OK", "content": _success_content(endpoint, schema_of)}}
+    responses: dict[str, Any] = {"200": {"description": "OK", "content": _success_content(endpoint, schemas)}}
     for status, (description, example) in endpoint.other_responses.items():
         responses[str(status)] = {"description": description,
                                   "content": {"application/json": {"schema": {"type": "object"}, "example": example}}}
     for status in ((401,) if protected else ()) + endpoint.errors:
         example = ERROR_EXAMPLES[status]
         responses[str(status)] = {"description": example.summary, "content": {
-            "application/json": {"schema": schema_of(ErrorResponse), "example": example.body()}}}
+            "application/json": {"schema": model_schema(ErrorResponse, schemas), "example": example.body()}}}
     op["responses"] = responses
     if protected:
         op["security"] = [{SECURITY: []}]
     return op
 
 
-def _success_content(endpoint: Endpoint, schema_of) -> dict[str, Any]:
+def _success_content(endpoint: Endpoint, schemas: dict[str, Any]) -> dict[str, Any]:
     if endpoint.content_type != "application/json":
         return {endpoint.content_type: {"schema": {"type": "string"}}}
-    media: dict[str, Any] = {"schema": schema_of(endpoint.response) if endpoint.response else {"type": "object"}}
+    media: dict[str, Any] = {"schema": model_schema(endpoint.response, schemas) if endpoint.response else {"type": "object"}}
     if endpoint.response_example is not None:
         media["example"] = endpoint.response_example
     content = {"application/json": media}

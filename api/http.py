@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from sanic import Request
+from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from api.errors import error_body, from_validation_error
@@ -24,6 +26,15 @@ NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 DATA_HEADERS = {**NOSNIFF, "Cache-Control": "no-store"}
 # Page assets: revalidated on every load (a 304 when unchanged), so a new version shows at once.
 STATIC_HEADERS = {**NOSNIFF, "Cache-Control": "no-cache"}
+ASSET_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".png": "image/png",
+               ".svg": "image/svg+xml"}
+
+
+def serve_file(bp: Blueprint, url: str, path: Path) -> None:
+    """Serve the one file `path` at `url` as a Sanic static file (Last-Modified, 304); the app's
+    response middleware adds `STATIC_HEADERS`."""
+    bp.static(url, path, name=re.sub(r"\W", "_", url.strip("/")), content_type=ASSET_TYPES[path.suffix],
+              resource_type="file")
 
 
 def page_headers(csp: str, *, referrer: str = "no-referrer", extra: dict[str, str] | None = None) -> dict[str, str]:

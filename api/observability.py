@@ -20,7 +20,7 @@ from prometheus_client.exposition import choose_encoder
 from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse
 
-from api.http import app_context, json_response, page_headers
+from api.http import app_context, json_response, page_headers, serve_file
 from api.system import VERSION, health_detail
 from metrics import Metrics, build_snapshot
 from metrics.registry import UNMATCHED
@@ -88,10 +88,8 @@ def _status_template() -> str:
     return (STATIC / "status.html").read_text(encoding="utf-8")
 
 
-bp.static("/status/assets/status.js", STATIC / "status.js", name="status_js", content_type="text/javascript; charset=utf-8",
-          resource_type="file")
-bp.static("/status/assets/status.css", STATIC / "status.css", name="status_css", content_type="text/css; charset=utf-8",
-          resource_type="file")
+serve_file(bp, "/status/assets/status.js", STATIC / "status.js")
+serve_file(bp, "/status/assets/status.css", STATIC / "status.css")
 
 
 def install(app: Sanic) -> None:

@@ -26,6 +26,8 @@ import gradio as gr
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, raw
 
+from api.http import ASSET_TYPES, STATIC_HEADERS
+
 log = logging.getLogger(__name__)
 
 ASSETS = Path(gr.__file__).parent / "templates" / "frontend" / "assets"
@@ -67,10 +69,10 @@ def serve_stream_reopen_fix(app: Sanic, path: str, headers: dict[str, str]) -> N
                     "wait for the next one when the event stream closes early")
         return
     name, body = found
-    headers = {**headers, "Cache-Control": "no-cache"}
+    headers = {**headers, **STATIC_HEADERS}
 
     async def patched_client_bundle(_request: Request) -> HTTPResponse:
-        return raw(body, content_type="text/javascript; charset=utf-8", headers=headers)
+        return raw(body, content_type=ASSET_TYPES[".js"], headers=headers)
 
     app.add_route(
         patched_client_bundle, f"{path.rstrip('/')}/assets/{name}",

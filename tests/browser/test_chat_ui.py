@@ -127,6 +127,7 @@ def test_a_key_entered_while_the_page_loads_keeps_its_model_list(chat_server, br
         assert page.locator("#model input").input_value() == "fake-chat-1"
     assert log.outside == [], log.outside
 
+
 def test_page_offers_key_settings_and_defaults(page):
     key = page.locator("#api-key input")
     assert key.get_attribute("type") == "password"

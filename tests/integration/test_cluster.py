@@ -56,18 +56,25 @@ def chat_requests(cluster, index: int) -> int:
 
 
 def test_sessions_spread_over_both_replicas_and_each_stays_on_one(cluster):
+    # nginx's consistent hash places a session by the crc32 of its id on a ring drawn from the
+    # replicas' addresses, and the test's ports are random: for about 1 pair of ports in 90 (nginx's
+    # ring computed for 2,000 random pairs), session-0..7 all land on one replica, as they did in
+    # one CI run (ports 39531 and 44205). So sessions are opened until both replicas have served
+    # one; 40 sessions all on one replica would be a real fault.
     before = [chat_requests(cluster, i) for i in range(2)]
     served: dict[str, set[str]] = {}
-    for session in (f"session-{i}" for i in range(8)):
+    for session in (f"session-{i}" for i in range(40)):
         for turn in range(2):
             response = chat(cluster, session, f"Turn {turn} of {session}: say hi.")
             assert response.status_code == 200, response.text
             served.setdefault(session, set()).add(response.headers["x-replica"])
+        if len(served) >= 4 and len(set().union(*served.values())) == 2:
+            break
     assert all(len(replicas) == 1 for replicas in served.values()), served  # a session's turns stay together
-    assert {r for replicas in served.values() for r in replicas} == {"replica-1", "replica-2"}
+    assert set().union(*served.values()) == {"replica-1", "replica-2"}, served
     after = [chat_requests(cluster, i) for i in range(2)]
     assert all(a > b for a, b in zip(after, before)), (before, after)  # each replica's own /metrics saw them
-    assert sum(after) - sum(before) == 16
+    assert sum(after) - sum(before) == 2 * len(served)
 
 
 def test_a_stream_arrives_token_by_token_through_nginx(cluster):
@@ -120,9 +127,11 @@ def test_prometheus_configuration_checks(cluster):
 def test_a_killed_replica_is_routed_around_and_the_other_one_keeps_streaming(cluster):
     # A session on each replica.
     sessions = {}
-    for i in range(16):
+    for i in range(40):  # until each replica has one (the ring can leave one with few: see above)
         replica = chat(cluster, f"probe-{i}", "hi").headers["x-replica"]
         sessions.setdefault(replica, f"probe-{i}")
+        if len(sessions) == 2:
+            break
     survivor, victim = sessions["replica-1"], sessions["replica-2"]
     headers = {"Authorization": f"Bearer {API_KEY}", "X-Session-ID": survivor}
     body = {"messages": [{"role": "user", "content": "Tell a long story about a ship."}], "max_tokens": 48,

@@ -88,15 +88,21 @@ async def swagger_page(request: Request) -> HTTPResponse:
     return _page("swagger.html")
 
 
-@bp.get("/docs/assets/redoc/redoc.standalone.js")
-async def redoc_bundle(request: Request) -> HTTPResponse:
-    return HTTPResponse(_rewritten("redoc", "redoc.standalone.js"), headers=STATIC_HEADERS, content_type=ASSET_TYPES[".js"])
+def _serve_rewritten(bundle: str, name: str) -> None:
+    """Serve the bundle file `name` with its `REWRITES` replacement made (read at the first request)."""
+    @lru_cache(maxsize=None)
+    def body() -> bytes:
+        old, new = REWRITES[(bundle, name)]
+        return (Path(BUNDLES[bundle][0]) / name).read_bytes().replace(old, new)
+
+    async def rewritten_asset(request: Request) -> HTTPResponse:
+        return HTTPResponse(body(), headers=STATIC_HEADERS, content_type=ASSET_TYPES[Path(name).suffix])
+
+    bp.add_route(rewritten_asset, f"/docs/assets/{bundle}/{name}", name=re.sub(r"\W", "_", f"rewritten_{bundle}_{name}"))
 
 
-@lru_cache(maxsize=None)
-def _rewritten(bundle: str, name: str) -> bytes:
-    old, new = REWRITES[(bundle, name)]
-    return (Path(BUNDLES[bundle][0]) / name).read_bytes().replace(old, new)
+for bundle, name in REWRITES:
+    _serve_rewritten(bundle, name)
 
 
 def _page(name: str) -> HTTPResponse:

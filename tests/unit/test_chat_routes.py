@@ -119,6 +119,7 @@ def test_the_page_loads_the_patched_client_bundle(chat):
         assert response.headers["x-frame-options"] == "DENY" and response.headers["cache-control"] == "no-cache"
     assert client.get(f"/chat/assets/{name}").content == body
 
+
 def test_the_routes_the_page_needs_reach_gradio(chat):
     client, _ = chat
     for method, path in NEEDED:

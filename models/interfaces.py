@@ -14,6 +14,40 @@ FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True)
+class Tag:
+    """One structure a constrained output may contain: literal `begin`, a JSON value valid against `schema`, literal `end`."""
+
+    begin: str  # e.g. '<tool_call>\n{"name": "get_weather", "arguments": '
+    schema: str  # canonical JSON text of a JSON Schema
+    end: str  # e.g. '}\n</tool_call>'
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What a generation's output must be, as data: the engine compiles it into a token mask.
+
+    - kind "json_schema": the whole output is one JSON value valid against `schema` (canonical JSON
+      text; `{"type": "object"}` for OpenAI's json_object).
+    - kind "tags": the output may contain `tags`. With `text` (tool_choice "auto"), free text is
+      allowed, and a tag starts where the model writes one of `triggers` (each a prefix of the
+      `begin` of some tags); from there the tag is enforced to its end. Without `text` (tool_choice
+      "required" or a named function), the output is only tags, joined by `separator`. Between
+      `at_least` and `at_most` tags (None: no bound).
+    Routes never build these: the request models and models/tool_formats.py do, after every
+    schema in them has been checked (models/native/constraint.py `check_schema`).
+    """
+
+    kind: Literal["json_schema", "tags"]
+    schema: str = ""
+    tags: tuple[Tag, ...] = ()
+    triggers: tuple[str, ...] = ()
+    text: bool = True
+    at_least: int = 0
+    at_most: int | None = None
+    separator: str = ""
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """Engine-level sampling settings; built by the API layer from an OpenAI request."""
 
@@ -25,6 +59,12 @@ class SamplingParams:
     repeat_penalty: float = 1.0  # 1.0 is no penalty
     repeat_last_n: int = 64
     stop: tuple[str, ...] = ()
+    seed: int | None = None  # None: a fresh random seed per generation
+    frequency_penalty: float = 0.0  # OpenAI's: minus count x this, over the tokens generated so far
+    presence_penalty: float = 0.0  # OpenAI's: minus this for any token generated so far
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit); -100 bans, 100 forces
+    logprobs: int | None = None  # None: off; else how many top alternatives per token (0-20)
+    constraint: Constraint | None = None
 
 
 @dataclass

@@ -59,13 +59,13 @@ class AppContext:
     draining: asyncio.Task | None = None  # the shutdown drain, once SIGTERM came
 
 
-def gpt4all_factory(settings: Settings, registry: ModelRegistry) -> ChatEngineFactory:
+def llama_factory(settings: Settings, registry: ModelRegistry) -> ChatEngineFactory:
     def load(model_id: str) -> ChatEngine:
-        from models.gpt4all_engine import GPT4AllEngine
+        from models.llama_engine import LlamaEngine
 
         model = registry.get(model_id)
         chat_format = registry.chat_format(model)  # reads and checks the metadata before native code sees the file
-        return GPT4AllEngine(
+        return LlamaEngine(
             model.path,
             document_start=chat_format.bos_token or chat_format.eos_token,
             n_ctx=settings.n_ctx,
@@ -159,7 +159,7 @@ def build_context(settings: Settings, chat_engine_factory: ChatEngineFactory | N
     sandbox = TemplateSandbox(timeout_s=settings.chat_template_timeout_s, max_chars=4 * settings.max_body_bytes)
     registry = ModelRegistry(settings.models_dir, settings.model_name, sandbox)
     scheduler = GenerationScheduler(
-        chat_engine_factory or gpt4all_factory(settings, registry),
+        chat_engine_factory or llama_factory(settings, registry),
         max_queue=settings.max_queue,
         max_queue_per_key=settings.queue_per_key,
         max_loaded=settings.max_loaded_models,

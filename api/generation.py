@@ -13,7 +13,7 @@ from typing import AsyncIterator
 
 from errors import ContextLengthExceeded, InvalidRequest, ServerError
 from models.chat_template import ChatTemplateError, ChatTemplateLimit
-from models.interfaces import GenerationOutcome, SamplingParams
+from models.interfaces import GenerationOutcome, SamplingParams, TokenLogprobs
 from models.registry import ModelFile, ModelRegistry, ModelRegistryError
 from scheduler.generation import GenerationScheduler
 from scheduler.jobs import GenerationJob
@@ -31,6 +31,7 @@ class ChoiceEvent:
     text: str = ""
     first: bool = False
     finish: GenerationOutcome | None = None
+    logprobs: tuple[TokenLogprobs, ...] = ()  # of the tokens that wrote `text`, when the request asked for them
 
 
 class GenerationService:
@@ -97,8 +98,8 @@ class GenerationService:
             for index, job in enumerate(jobs):
                 first = True
                 try:
-                    async for text in job.stream(self.scheduler.queue_timeout_s):
-                        yield ChoiceEvent(index, text, first=first)
+                    async for delta in job.stream(self.scheduler.queue_timeout_s):
+                        yield ChoiceEvent(index, delta.text, first=first, logprobs=delta.logprobs)
                         first = False
                 except ContextLengthExceeded as exc:
                     exc.param = exc.param or prompt_param

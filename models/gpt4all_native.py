@@ -1,8 +1,9 @@
-"""GPT4All's native library, called the one way this project calls it: load a `.gguf`, run a prompt.
+"""Raw GPT4All, as its own bindings run a model: the baseline our decode loop is held to.
 
 `prompt` is the C call `LLModel.prompt_model` wraps (`llmodel_prompt`), with our callbacks, so that
-every prompt token and every sampled token is counted. The server's engine and the benchmark's
-raw-GPT4All baseline both call it, so the benchmark measures exactly the server's call.
+every prompt token and every sampled token is counted. The server no longer calls it (its engine is
+`models/llama_engine.py`); the benchmarks' raw baseline and the tests that compare our greedy output
+with GPT4All's, token for token, do.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -66,6 +68,36 @@ def prompt(
         True,
         ctypes.c_char_p(),
     )
+
+
+@dataclass
+class RawReply:
+    prompt_tokens: int
+    ids: list[int]
+    text: str
+
+
+def reply(lm, text: str, params: SamplingParams, *, n_batch: int) -> RawReply:
+    """A whole evaluation of `text` and GPT4All's reply: the token ids it sampled and their text."""
+    prompt_ids: list[int] = []
+    ids: list[int] = []
+    pieces: list[bytes] = []
+    refused: list[str] = []
+
+    def on_response(token_id: int, piece: bytes) -> bool:
+        if token_id == -1:
+            refused.append(piece.decode("utf-8", "replace"))
+            return False
+        ids.append(token_id)
+        pieces.append(piece)
+        return True
+
+    limit = params.max_tokens if params.max_tokens is not None else 1 << 20
+    prompt(lm, text.encode("utf-8"), params, n_past=0, n_predict=limit, n_batch=n_batch,
+           on_prompt_token=lambda token: prompt_ids.append(token) or True, on_response_token=on_response)
+    if refused:
+        raise ValueError(f"GPT4All refused the prompt: {refused[0]}")
+    return RawReply(len(prompt_ids), ids, b"".join(pieces).decode("utf-8", "replace"))
 
 
 def load(path: Path, *, n_ctx: int, n_threads: int, device: str):

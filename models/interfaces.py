@@ -1,8 +1,9 @@
 """What a chat engine is, as the scheduler sees it: plain values in, plain values out.
 
 An engine is synchronous and not thread-safe; the scheduler owns one thread per engine and calls
-it only from there. `on_text` is called on that thread with each decoded piece of text; returning
-False stops the generation at once.
+it only from there. `on_text(text, logprobs)` is called on that thread once per generated token,
+with the text that token completes (empty inside a UTF-8 character) and, when the request asked for
+them, its `TokenLogprobs`; returning False stops the generation at once.
 """
 
 from __future__ import annotations
@@ -67,6 +68,16 @@ class SamplingParams:
     constraint: Constraint | None = None
 
 
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """One generated token's entry in OpenAI's `logprobs`: its text, bytes and log-probability, and the top alternatives."""
+
+    token: str  # the token's text; "bytes:\\x.." where it is not whole UTF-8, as OpenAI writes it
+    bytes: bytes
+    logprob: float
+    top: tuple[tuple[str, bytes, float], ...] = ()  # (token, bytes, logprob), most likely first
+
+
 @dataclass
 class GenerationOutcome:
     """Exact counts from the engine's own callbacks, never estimates."""
@@ -101,7 +112,7 @@ class ChatEngine(Protocol):
         self,
         prompt: str,
         params: SamplingParams,
-        on_text: Callable[[str], bool],
+        on_text: Callable[..., bool],
         *,
         scope: str | None = None,
         keep_going: Callable[[], bool] | None = None,

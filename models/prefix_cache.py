@@ -1,55 +1,56 @@
-"""Which cached context a prompt continues, and from which token: exact or not at all.
+"""Which cached context a prompt runs in, what it reuses, and in which batches the rest is evaluated.
 
-A context (one GPT4All instance) remembers the token ids its KV cache holds. A new prompt is
-tokenized with llama.cpp's own tokenizer (`models/llama_tokenizer.py`); its longest common prefix
-with a context's ids is what could be kept. Two rules make a kept prefix exact:
+A context (one llama.cpp context: its own KV cache) remembers the token ids it holds. A new prompt's
+ids share a longest common prefix with each context's; what is kept of it must be exact.
 
-- **The same ids.** GPT4All takes text, not ids: it tokenizes the text after the kept part on its
-  own. So a cut at token `keep` is used only if the text from there tokenizes, on its own and with
-  GPT4All's rules (no BOS, a leading space only after a special token), into exactly the ids the
-  whole prompt has from there.
-- **The same arithmetic.** llama.cpp computes a token evaluated alone (a batch of one: each token
-  of a reply as it is generated) with other arithmetic than a token evaluated in a batch of two or
-  more. Which batch, and how large, does not matter otherwise. Measured by saving the whole state
-  (KV cache and logits) of this llama.cpp build after 224-, 359- and 622-token prompts evaluated
-  in 100 random splits (1 and 2 threads; batches of 2 to 40 tokens), and whole at `n_batch` 2 to
-  512: every evaluation without a batch of one token gives the same bytes as a full evaluation,
-  and each of the 8 with one differs. So:
-  - only tokens evaluated in a batch of two or more (`CachedContext.exact_tokens`: a prompt, or a
-    reply evaluated again by `GPT4AllEngine.settle`) are kept;
-  - a full evaluation splits a prompt into batches of `n_batch` from position 0, so its last
-    token is alone exactly when the length leaves a remainder of 1. The cut is chosen so that the
-    rest ends in a batch of one token exactly then.
-  With `n_batch` 1 every token is evaluated alone, replies included: everything is kept.
+**The same arithmetic.** llama.cpp computes a token evaluated alone (a batch of one: each token of a
+reply as it is generated) with other arithmetic than a token evaluated in a batch of two or more.
+Which batch, and how large, does not matter otherwise. Measured by saving the whole state (KV cache
+and logits) of this llama.cpp build after 224-, 359- and 622-token prompts evaluated in 100 random
+splits (1 and 2 threads; batches of 2 to 40 tokens), and whole at `n_batch` 2 to 512: every
+evaluation without a batch of one token gives the same bytes as a full evaluation, and each of the
+8 with one differs. So:
+- only tokens evaluated in a batch of two or more are kept (`CachedContext.exact_tokens`: a prompt,
+  or a reply evaluated again while the model is idle, `settle`);
+- a full evaluation splits a prompt of L tokens into batches of `n_batch` from position 0 (as
+  GPT4All does), so its last token is alone exactly when L leaves a remainder of 1. After a cut, the
+  rest is split by `batches` so that its last token is alone exactly then, and no other token is.
+With `n_batch` 1 every token is evaluated alone, replies included: everything is kept.
 
-Before this rule was measured, the cut kept only whole batches of `n_batch` of an earlier prompt:
-also exact (18 of 18 greedy replies over 3 conversations, against 15 of 18 with the first rule
-only), but each turn evaluated up to `n_batch - 1` tokens more, and the reply only in whole batches.
+**Which context** (`plan`), in this order:
+1. **A conversation's next turn continues its context.** A prompt that extends what a context's last
+   prompt was (it shares at least those tokens) runs there, whatever else is true.
+2. **The longest shared prefix is the source** among the contexts this key may read. Reusing it
+   never costs another conversation its context: the prompt runs in a free context, a newly opened
+   one, or the one to give up, and the shared prefix is copied there (llama.cpp's per-sequence
+   state, no evaluation) unless it is shorter than `MIN_COPY` tokens, when evaluating it costs
+   less than the copy. A context is cut back in place only when it is itself the one to give up.
+3. **The one to give up, when all are taken,** is the least recently used, within fair shares: a
+   key holding at least its share of the contexts (all contexts over the keys holding one, this key
+   included, rounded up) gives up its own least recently used one; otherwise a key holding more
+   than its share gives one up. So a key with many short conversations cannot take every context
+   from a key with one long one.
 
-Nothing here touches GPT4All: the planner takes any object with `tokenize` and `is_special`, so
-the rules are unit-tested on a toy tokenizer.
+Before this rule, the context sharing the longest prefix was cut back whenever none was free, even
+for the chat template's first 9 tokens: once every context was taken, each new conversation
+overwrote the same context and none was reused again (the least recently used rule was never reached).
+
+Nothing here touches llama.cpp: the planner takes token ids, so the rules are unit-tested on lists.
 """
 
 from __future__ import annotations
 
-import itertools
+import math
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Sequence
 
-MAX_CUT_TRIES = 8  # cuts tried, from the longest prefix down; each try tokenizes the rest once
-
-
-class Tokenizer(Protocol):
-    def tokenize(self, text: bytes, *, at_start: bool, insert_space: bool) -> list[int]: ...
-
-    def is_special(self, token: int) -> bool: ...
-
-    def piece(self, token: int) -> bytes: ...
+MIN_COPY = 16  # shorter shared prefixes are evaluated again rather than copied (see `plan`)
 
 
 @dataclass
 class CachedContext:
-    """What one context's KV cache holds, as GPT4All left it after the last call."""
+    """What one context's KV cache holds, and whose it is."""
 
     index: int
     tokens: list[int] = field(default_factory=list)
@@ -60,9 +61,10 @@ class CachedContext:
 
 
 @dataclass(frozen=True)
-class Cut:
-    keep: int  # tokens reused from the cache; 0: evaluate everything from scratch
-    offset: int  # byte offset in the prompt where the text to evaluate starts
+class Plan:
+    target: int | None  # the context to run in; None: open a new one
+    source: int | None  # the context whose first `keep` tokens are reused (copied unless it is the target)
+    keep: int  # tokens reused; 0: evaluate everything
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -73,120 +75,83 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-def token_offsets(prompt: bytes, ids: Sequence[int], tokenizer: Tokenizer) -> list[int] | None:
-    """Byte offset in `prompt` where each token starts (plus the end), or None if they cannot be aligned.
-
-    Byte-level BPE pieces concatenate to the text itself. Two differences are allowed: a space the
-    tokenizer inserts (SentencePiece's prefix space) and whitespace it strips beside a special token.
-    """
-    offsets, pos = [], 0
-    for token in ids:
-        piece = tokenizer.piece(token)
-        if not piece and tokenizer.is_special(token):  # e.g. BOS, which has no text
-            offsets.append(pos)
-            continue
-        while True:
-            if prompt.startswith(piece, pos):
-                offsets.append(pos)
-                pos += len(piece)
-                break
-            if piece[:1] == b" " and prompt.startswith(piece[1:], pos):  # an inserted prefix space
-                offsets.append(pos)
-                pos += len(piece) - 1
-                break
-            if pos < len(prompt) and prompt[pos : pos + 1].isspace():  # whitespace stripped beside a special token
-                pos += 1
-                continue
-            return None
-    offsets.append(len(prompt))
-    return offsets
-
-
-def plan_cut(
-    context: CachedContext, full: Sequence[int], prompt: bytes, tokenizer: Tokenizer, n_batch: int | None
-) -> Cut:
-    """The longest reuse of what `context` holds for `prompt` (tokenized as `full`).
-
-    `n_batch` None drops the second rule (PREFIX_CACHE_EXACT=false): the same ids, not the same arithmetic.
-    """
-    # At least the last prompt token is evaluated again: its logits pick the first new token.
-    limit = min(common_prefix(context.tokens, full), len(full) - 1)
-    if n_batch is not None:
-        limit = min(limit, context.exact_tokens)
-    if limit < 1:
-        return Cut(0, 0)
-    offsets = token_offsets(prompt, full, tokenizer)
-    if offsets is None:
-        return Cut(0, 0)
-    for keep in _cuts(limit, len(full), n_batch):
-        offset = offsets[keep]
-        if offset >= len(prompt) or not _starts_a_character(prompt, offset):
-            continue
-        if evaluates_as(tokenizer, prompt[offset:], full, keep):
-            return Cut(keep, offset)
-    return Cut(0, 0)
-
-
-def _cuts(limit: int, length: int, n_batch: int | None) -> list[int]:
-    """The cuts worth trying for a `length`-token prompt, longest first (at most MAX_CUT_TRIES)."""
-    if n_batch is None or n_batch == 1:
-        candidates = range(limit, 0, -1)
-    elif length % n_batch == 1:  # a full evaluation ends in a batch of one: so must the rest after the cut
-        candidates = range(limit // n_batch * n_batch, 0, -n_batch)
-    else:  # ... and otherwise must not
-        candidates = (keep for keep in range(limit, 0, -1) if not ends_alone(length - keep, n_batch))
-    return list(itertools.islice(candidates, MAX_CUT_TRIES))
-
-
 def ends_alone(evaluated: int, n_batch: int) -> bool:
-    """Whether evaluating `evaluated` tokens in batches of `n_batch` ends with a batch of one token."""
+    """Whether a full evaluation of `evaluated` tokens in batches of `n_batch` ends with a batch of one token."""
     return n_batch > 1 and evaluated % n_batch == 1
 
 
-def evaluates_as(tokenizer: Tokenizer, text: bytes, ids: Sequence[int], start: int) -> bool:
-    """Whether GPT4All, given `text` with `start` tokens of `ids` kept, evaluates exactly `ids[start:]`.
+def batches(count: int, n_batch: int, last_alone: bool) -> list[int] | None:
+    """Batch sizes for `count` tokens: at most `n_batch` each, none of one token but the last exactly
+    when `last_alone`; None when impossible. For a whole prompt (`last_alone` = ends_alone(count)),
+    these are GPT4All's batches: `n_batch` tokens from the start, and the remainder."""
+    if n_batch == 1 or count == 0:
+        return [1] * count
+    body = count - 1 if last_alone else count
+    if body == 1 or (n_batch == 2 and body % 2):
+        return None
+    sizes = [n_batch] * (body // n_batch)
+    rest = body % n_batch
+    if rest == 1:  # n_batch >= 3 here: lend the rest one token of the batch before it
+        sizes[-1] -= 1
+        rest = 2
+    if rest:
+        sizes.append(rest)
+    return sizes + [1] if last_alone else sizes
 
-    Its rules: a BOS and a leading space at the very start; after a kept special token, a leading
-    space; otherwise the text alone. Never for text that is not UTF-8 (a reply cut inside a
-    character): llama.cpp's tokenizer aborts the process on it."""
-    try:
-        text.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    at_start = start == 0
-    insert_space = at_start or tokenizer.is_special(ids[start - 1])
-    return tokenizer.tokenize(text, at_start=at_start, insert_space=insert_space) == list(ids[start:])
+
+def usable(context: CachedContext, full: Sequence[int], n_batch: int, exact: bool) -> int:
+    """The most of `context`'s tokens that `full` can keep (0: none): shared, and exact with `exact`."""
+    limit = min(common_prefix(context.tokens, full), len(full) - 1)  # the last prompt token gives the logits
+    if not exact:
+        return max(limit, 0)
+    limit = min(limit, context.exact_tokens)
+    last_alone = ends_alone(len(full), n_batch)
+    for keep in range(limit, max(limit - 4, 0), -1):
+        if batches(len(full) - keep, n_batch, last_alone) is not None:
+            return keep
+    return 0
 
 
-def _starts_a_character(text: bytes, offset: int) -> bool:
-    return offset == 0 or (text[offset] & 0xC0) != 0x80  # not a UTF-8 continuation byte
-
-
-def choose_context(
-    contexts: Sequence[CachedContext], full: Sequence[int], scope: str | None, *, can_open: bool
-) -> tuple[CachedContext | None, int]:
-    """The context to run in and the tokens it shares with `full` (an upper bound; `plan_cut` decides).
-
-    - The context sharing the longest prefix wins, among those `scope` may read (scope None: any).
-    - A context is cut back into its last prompt (another branch, or another conversation that
-      shares a system prompt) only when no free context is left: a free one is taken instead, so
-      conversations that take turns each keep their own.
-    - None means: open a new context (`can_open`); otherwise the least recently used is reused.
-    """
-    best, best_shared = None, 0
-    for context in contexts:
-        if context.scope is not None and scope is not None and context.scope != scope:
-            continue
-        shared = common_prefix(context.tokens, full)
-        if shared > best_shared:
-            best, best_shared = context, shared
+def plan(
+    contexts: Sequence[CachedContext],
+    full: Sequence[int],
+    scope: str | None,
+    *,
+    can_open: bool,
+    n_batch: int,
+    exact: bool = True,
+    share: bool = False,
+) -> Plan:
+    """Where `full` runs and what it reuses (see the module's rules). `share`: any key may read any context."""
+    readable = [c for c in contexts if c.scope is not None and (share or c.scope == scope)]
+    shared = {c.index: usable(c, full, n_batch, exact) for c in readable}
+    following = [c for c in readable if c.prompt_tokens and common_prefix(c.tokens, full) >= c.prompt_tokens]
+    if following:
+        best = max(following, key=lambda c: (shared[c.index], c.last_used))
+        return Plan(best.index, best.index, shared[best.index])
+    source = max(readable, key=lambda c: (shared[c.index], c.last_used), default=None)
+    keep = shared[source.index] if source is not None else 0
     free = [c for c in contexts if c.scope is None]
-    if best is not None and (best_shared >= best.prompt_tokens or not (free or can_open)):
-        return best, best_shared
     if free:
-        return free[0], 0
-    if can_open:
-        return None, 0
-    if best is not None:
-        return best, best_shared
-    return min(contexts, key=lambda c: c.last_used), 0
+        target: int | None = free[0].index
+    elif can_open:
+        target = None
+    else:
+        target = give_up(contexts, None if share else scope).index
+    if source is None or keep == 0 or (keep < MIN_COPY and source.index != target):
+        return Plan(target, None, 0)
+    return Plan(target, source.index, keep)
+
+
+def give_up(contexts: Sequence[CachedContext], scope: str | None) -> CachedContext:
+    """The context to take over when all are taken: least recently used, within fair shares per key."""
+    if scope is None:
+        return min(contexts, key=lambda c: c.last_used)
+    holdings = Counter(c.scope for c in contexts)
+    keys = len(set(holdings) | {scope})
+    share = math.ceil(len(contexts) / keys)
+    if holdings[scope] >= share:
+        pool = [c for c in contexts if c.scope == scope]
+    else:
+        pool = [c for c in contexts if holdings[c.scope] > share] or list(contexts)
+    return min(pool, key=lambda c: c.last_used)

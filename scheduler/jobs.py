@@ -11,13 +11,22 @@ import asyncio
 import itertools
 import threading
 import time
+from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
 from errors import Unavailable
-from models.interfaces import GenerationOutcome, SamplingParams
+from models.interfaces import GenerationOutcome, SamplingParams, TokenLogprobs
 
 _END = object()
 _ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """The next piece of a generation's text, with the logprobs of the tokens that wrote it (if asked for)."""
+
+    text: str
+    logprobs: tuple[TokenLogprobs, ...] = ()
 
 
 class GenerationJob:
@@ -43,8 +52,8 @@ class GenerationJob:
 
     # ---- the consumer's side (event loop) ----------------------------------------------------
 
-    async def stream(self, queue_timeout_s: float) -> AsyncIterator[str]:
-        """Yield text deltas; raise the job's error; cancel the job if left early."""
+    async def stream(self, queue_timeout_s: float) -> AsyncIterator[Delta]:
+        """Yield the deltas; raise the job's error; cancel the job if left early."""
         finished = False
         try:
             try:
@@ -81,7 +90,7 @@ class GenerationJob:
     # ---- the worker's side (any thread) ------------------------------------------------------
 
     def post(self, item: object) -> None:
-        """Hand a text delta, an exception or the end marker to the event loop."""
+        """Hand a Delta, an exception or the end marker to the event loop."""
         if item is not _END and not isinstance(item, BaseException) and self.first_token_at is None:
             self.first_token_at = time.monotonic()
         self.loop.call_soon_threadsafe(self._events.put_nowait, item)

@@ -16,8 +16,8 @@ from typing import Callable
 from errors import EngineFailure, ModelLoadFailed, ServerError, Unavailable
 from models.interfaces import ChatEngine, GenerationOutcome
 from scheduler.fair_queue import FairQueue
-from scheduler.jobs import GenerationJob
-from scheduler.stop_filter import StopFilter
+from scheduler.jobs import Delta, GenerationJob
+from scheduler.stop_filter import LogprobsAlongside
 
 SETTLE_AFTER_IDLE_S = 0.25  # idle this long after a job before `settle` (see _run)
 log = logging.getLogger("scheduler.worker")
@@ -114,16 +114,16 @@ class ModelWorker:
     def _execute(self, job: GenerationJob) -> None:
         """Runs on the model's thread."""
         job.mark_started()
-        stop_filter = StopFilter(job.params.stop)
+        stop_filter = LogprobsAlongside(job.params.stop)
         deadline = time.monotonic() + self._timeout
         ending = _Ending()
 
-        def on_text(piece: str) -> bool:
+        def on_text(piece: str, logprobs: object | None = None) -> bool:
             if job.cancelled:
                 return ending.because("cancelled")
-            text, stopped = stop_filter.feed(piece)
-            if text:
-                job.post(text)
+            text, entries, stopped = stop_filter.feed(piece, logprobs)
+            if text or entries:
+                job.post(Delta(text, tuple(entries)))
             if stopped:
                 return ending.because("stop")
             if time.monotonic() > deadline:
@@ -152,9 +152,9 @@ class ModelWorker:
             job.finish(outcome, error=Unavailable("the server shut down before this generation finished; retry later"))
             return
         if ending.why in (None, "length"):  # ended without a stop: the held-back text is output
-            tail = stop_filter.flush()
-            if tail:
-                job.post(tail)
+            tail, entries = stop_filter.flush()
+            if tail or entries:
+                job.post(Delta(tail, tuple(entries)))
         if ending.why == "stop":
             outcome = replace(outcome, finish_reason="stop", limit=None)
         elif ending.why == "length":  # the time limit, not a token limit

@@ -83,7 +83,7 @@ async def make_scheduler():
 
 
 async def collect(job, timeout: float = 5.0) -> str:
-    return "".join([piece async for piece in job.stream(timeout)])
+    return "".join([delta.text async for delta in job.stream(timeout)])
 
 
 async def wait_until(condition, timeout: float = 5.0) -> None:
@@ -442,8 +442,8 @@ async def test_engine_error_mid_generation_reaches_the_waiter_and_the_next_job_i
     following = scheduler.submit("a.gguf", "good", PARAMS)
     received = []
     with pytest.raises(EngineFailure) as info:
-        async for piece in failing.stream(5):
-            received.append(piece)
+        async for delta in failing.stream(5):
+            received.append(delta.text)
     assert received == ["partial ", "text "]
     assert info.value.status == 500
     assert info.value.code == "engine_error"

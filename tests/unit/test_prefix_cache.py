@@ -1,205 +1,165 @@
-"""The prefix planner's rules on a toy tokenizer: exact cuts only, and which context a prompt goes to."""
+"""The prefix planner's rules on token lists: exact cuts only, and which context a prompt goes to."""
 
 from __future__ import annotations
 
-import re
+import itertools
 
 import pytest
 
-from models.prefix_cache import (
-    MAX_CUT_TRIES,
-    CachedContext,
-    Cut,
-    choose_context,
-    common_prefix,
-    ends_alone,
-    evaluates_as,
-    plan_cut,
-    token_offsets,
-)
+from models.prefix_cache import MIN_COPY, CachedContext, Plan, batches, ends_alone, give_up, plan, usable
 
-SPECIALS = ("<|im_start|>", "<|im_end|>")
+SYSTEM = list(range(1000, 1100))  # a 100-token system prompt
 
 
-class ToyTokenizer:
-    """Specials are parsed first; the rest splits like byte-level BPE's pre-tokenizer (a run of
-    whitespace is one token, so "\\n" + "\\n" tokenizes differently from "\\n\\n")."""
-
-    def __init__(self):
-        self.ids: dict[bytes, int] = {s.encode(): i for i, s in enumerate(SPECIALS)}
-        self.calls = 0
-
-    def _id(self, piece: bytes) -> int:
-        return self.ids.setdefault(piece, len(self.ids))
-
-    def tokenize(self, text: bytes, *, at_start: bool, insert_space: bool) -> list[int]:
-        self.calls += 1
-        out = []
-        for part in re.split(b"(" + b"|".join(re.escape(s.encode()) for s in SPECIALS) + b")", text):
-            if part.decode() in SPECIALS:
-                out.append(self._id(part))
-            else:
-                out.extend(self._id(p) for p in re.findall(rb" ?\w+|\s+|[^\w\s]+", part))
-        return out
-
-    def is_special(self, token: int) -> bool:
-        return token < len(SPECIALS)
-
-    def piece(self, token: int) -> bytes:
-        return next(k for k, v in self.ids.items() if v == token)
+def held(index: int, tokens: list[int], prompt_tokens: int | None = None, *, exact: int | None = None,
+         scope: str | None = "k", used: float = 0.0) -> CachedContext:
+    prompt = len(tokens) if prompt_tokens is None else prompt_tokens
+    return CachedContext(index, tokens=list(tokens), prompt_tokens=prompt, exact_tokens=prompt if exact is None else exact,
+                         scope=scope, last_used=used)
 
 
-def chat(*turns: str) -> bytes:
-    text = "".join(f"<|im_start|>{role}\n{content}<|im_end|>\n" for role, content in zip(("system", "user", "assistant") * 9, turns))
-    return (text + "<|im_start|>assistant\n").encode()
+def chat(tag: int, turns: int, system: list[int] = SYSTEM) -> list[int]:
+    """A conversation's prompt after `turns` turns: its system prompt, then 20 tokens per turn."""
+    return system + [tag * 10_000 + i for i in range(20 * turns)]
 
 
-def test_offsets_follow_the_text_byte_for_byte():
-    tok = ToyTokenizer()
-    prompt = chat("Be brief.", "Hi there")
-    ids = tok.tokenize(prompt, at_start=True, insert_space=True)
-    offsets = token_offsets(prompt, ids, tok)
-    assert offsets[-1] == len(prompt)
-    assert b"".join(prompt[a:b] for a, b in zip(offsets, offsets[1:])) == prompt
-    assert all(prompt[offsets[i]:offsets[i + 1]] == tok.piece(t) for i, t in enumerate(ids))
+# ---- batches: the same arithmetic as a full evaluation -------------------------------------------
 
 
-def held(tokens: list[int], prompt_tokens: int, exact_tokens: int | None = None) -> CachedContext:
-    exact = prompt_tokens if exact_tokens is None else exact_tokens
-    return CachedContext(0, tokens=tokens, prompt_tokens=prompt_tokens, exact_tokens=exact, scope="k")
+@pytest.mark.parametrize("n_batch", [2, 3, 8, 32, 128])
+def test_a_whole_prompt_is_split_as_gpt4all_splits_it(n_batch):
+    for length in range(1, 300):
+        sizes = batches(length, n_batch, ends_alone(length, n_batch))
+        expected = [n_batch] * (length // n_batch) + ([length % n_batch] if length % n_batch else [])
+        assert sizes == expected
 
 
-def two_turns(tok) -> tuple[list[int], list[int], bytes, list[int]]:
-    """(turn 1's prompt ids, its reply's ids, turn 2's prompt, its ids): turn 2 resends the reply."""
-    prompt1 = tok.tokenize(chat("Be brief.", "Hi there"), at_start=True, insert_space=True)
-    reply = tok.tokenize(b"Hello! How can I help?", at_start=False, insert_space=False)
-    turn2 = chat("Be brief.", "Hi there", "Hello! How can I help?", "Tell me more")
-    return prompt1, reply, turn2, tok.tokenize(turn2, at_start=True, insert_space=True)
+@pytest.mark.parametrize("n_batch", [2, 3, 8, 32])
+def test_a_rest_never_has_a_batch_of_one_but_its_last_token_exactly_when_asked(n_batch):
+    for count, last_alone in itertools.product(range(0, 200), (False, True)):
+        sizes = batches(count, n_batch, last_alone)
+        if sizes is None:
+            body = count - 1 if last_alone else count
+            assert body == 1 or (n_batch == 2 and body % 2)
+            continue
+        assert sum(sizes) == count and all(size <= n_batch for size in sizes)
+        assert all(size >= 2 for size in sizes[:-1])
+        if count:
+            assert (sizes[-1] == 1) == last_alone
 
 
-def rest_tokenizes_the_same(tok, prompt: bytes, full: list[int], cut: Cut) -> bool:
-    return tok.tokenize(prompt[cut.offset:], at_start=False, insert_space=tok.is_special(full[cut.keep - 1])) == full[cut.keep:]
+def test_with_batches_of_one_token_everything_is_alone():
+    assert batches(5, 1, False) == [1] * 5
 
 
-@pytest.mark.parametrize("n_batch", [2, 3, 4, 5, 8])
+# ---- usable: what a prompt can keep of a context ------------------------------------------------
+
+
+@pytest.mark.parametrize("n_batch", [8, 32, 128])
 def test_a_next_turn_keeps_the_previous_prompt_but_not_the_reply_generated_one_token_at_a_time(n_batch):
-    tok = ToyTokenizer()
-    prompt1, reply, turn2, full = two_turns(tok)
-    cached = held(prompt1 + reply, len(prompt1))  # the end-of-turn token is not stored
-    assert common_prefix(cached.tokens, full) == len(cached.tokens)  # the reply is shared, yet not kept
-    cut = plan_cut(cached, full, turn2, tok, n_batch)
-    assert len(prompt1) - n_batch < cut.keep <= len(prompt1)
-    # the rest ends in a batch of one token exactly when a full evaluation's does
-    assert ends_alone(len(full) - cut.keep, n_batch) == ends_alone(len(full), n_batch)
-    assert rest_tokenizes_the_same(tok, turn2, full, cut)
+    turn1 = chat(1, 1)
+    context = held(0, turn1 + [7] * 15, len(turn1))  # the reply: generated alone, so not exact
+    turn2 = turn1 + [7] * 15 + chat(1, 2)[len(turn1):]
+    keep = usable(context, turn2, n_batch, exact=True)
+    assert len(turn1) - 2 <= keep <= len(turn1)
+    assert batches(len(turn2) - keep, n_batch, ends_alone(len(turn2), n_batch)) is not None
 
 
 def test_a_settled_reply_is_kept_too():
-    tok = ToyTokenizer()
-    prompt1, reply, turn2, full = two_turns(tok)
-    for n_batch in (2, 3, 4):
-        cut = plan_cut(held(prompt1 + reply, len(prompt1), len(prompt1 + reply)), full, turn2, tok, n_batch)
-        assert len(prompt1 + reply) - n_batch < cut.keep <= len(prompt1 + reply)
-        assert ends_alone(len(full) - cut.keep, n_batch) == ends_alone(len(full), n_batch)
+    turn1 = chat(1, 1)
+    context = held(0, turn1 + [7] * 15, len(turn1), exact=len(turn1) + 15)
+    turn2 = turn1 + [7] * 15 + [8] * 30
+    assert usable(context, turn2, 32, exact=True) == len(turn1) + 15
 
 
-def test_with_batches_of_one_token_the_reply_is_kept():
-    # a full evaluation then evaluates every token alone, as the reply was generated
-    tok = ToyTokenizer()
-    prompt1, reply, turn2, full = two_turns(tok)
-    cut = plan_cut(held(prompt1 + reply, len(prompt1), len(prompt1 + reply)), full, turn2, tok, 1)
-    assert cut.keep == len(prompt1 + reply) and turn2[cut.offset:].startswith(b"<|im_end|>")
-
-
-def test_without_exactness_the_reply_is_kept_too():
-    tok = ToyTokenizer()
-    prompt1, reply, turn2, full = two_turns(tok)
-    cut = plan_cut(held(prompt1 + reply, len(prompt1), 0), full, turn2, tok, None)
-    assert cut.keep == len(prompt1 + reply) and turn2[cut.offset:].startswith(b"<|im_end|>")
-
-
-@pytest.mark.parametrize("n_batch", range(2, 9))
-def test_the_rest_ends_alone_exactly_when_a_full_evaluation_does(n_batch):
-    tok = ToyTokenizer()
-    for words in range(1, 12):  # prompts of many lengths, some leaving a remainder of 1
-        prompt = chat("Be brief.", "word " * words)
-        full = tok.tokenize(prompt, at_start=True, insert_space=True)
-        cut = plan_cut(held(full, len(full)), full, prompt, tok, n_batch)
-        assert cut.keep > 0 and ends_alone(len(full) - cut.keep, n_batch) == ends_alone(len(full), n_batch)
-        assert rest_tokenizes_the_same(tok, prompt, full, cut)
-
-
-def test_a_token_that_the_new_text_tokenizes_differently_is_evaluated_again():
-    tok = ToyTokenizer()
-    # cached: "... assistant\n" then nothing; the new prompt has "\n\n" there, one token
-    cached = tok.tokenize(b"<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", at_start=True, insert_space=True)
-    prompt = b"<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n\nSure<|im_end|>\n"
-    full = tok.tokenize(prompt, at_start=True, insert_space=True)
-    assert common_prefix(cached, full) == len(cached) - 1
-    cut = plan_cut(held(cached, len(cached)), full, prompt, tok, n_batch=1)
-    assert cut == Cut(len(cached) - 1, prompt.index(b"\n\nSure"))
-    assert tok.tokenize(prompt[cut.offset:], at_start=False, insert_space=True) == full[cut.keep:]
-
-
-class DisagreeingTokenizer(ToyTokenizer):
-    """Tokenizes any text that is not at the start differently, so no cut can be proven exact."""
-
-    def tokenize(self, text: bytes, *, at_start: bool, insert_space: bool) -> list[int]:
-        return super().tokenize(text, at_start=at_start, insert_space=insert_space) + ([] if at_start else [99])
-
-
-def test_a_cut_that_does_not_tokenize_the_same_is_never_used():
-    tok = DisagreeingTokenizer()
-    prompt = chat("Be brief.", "Hi there")
-    full = tok.tokenize(prompt, at_start=True, insert_space=True)
-    tok.calls = 0
-    assert plan_cut(held(full, len(full)), full, prompt, tok, n_batch=1) == Cut(0, 0)
-    assert tok.calls <= MAX_CUT_TRIES + 1  # bounded work: a few tokenizations of the rest, then a full evaluation
+def test_without_exactness_everything_shared_is_kept():
+    turn1 = chat(1, 1)
+    context = held(0, turn1 + [7] * 15, len(turn1))
+    assert usable(context, turn1 + [7] * 15 + [8] * 30, 32, exact=False) == len(turn1) + 15
 
 
 def test_the_same_prompt_again_evaluates_at_least_its_last_token():
-    tok = ToyTokenizer()
-    prompt = chat("Be brief.", "Hi there")
-    full = tok.tokenize(prompt, at_start=True, insert_space=True)
-    reply = tok.tokenize(b" Hello", at_start=False, insert_space=False)
-    assert plan_cut(held(full + reply, len(full)), full, prompt, tok, n_batch=1) == Cut(len(full) - 1, len(prompt) - 1)
-    # the last "\n": its logits pick the first new token. With batches of 4 it is evaluated alone only
-    # if a full evaluation evaluates it alone; otherwise with the token before it.
-    keep = plan_cut(held(full + reply, len(full)), full, prompt, tok, n_batch=4).keep
-    assert keep == (len(full) - 1 if len(full) % 4 == 1 else len(full) - 2)
+    prompt = chat(1, 2)
+    for n_batch in (8, 32):
+        keep = usable(held(0, prompt), prompt, n_batch, exact=True)
+        assert 0 < keep < len(prompt)
 
 
-def test_nothing_shared_or_a_one_token_prompt_is_a_full_evaluation():
-    tok = ToyTokenizer()
-    assert plan_cut(held([], 0), [5, 6], b"a b", tok, n_batch=1) == Cut(0, 0)
-    assert plan_cut(held([5], 1), [5], b"a", tok, n_batch=1) == Cut(0, 0)
+def test_nothing_shared_or_a_one_token_prompt_keeps_nothing():
+    assert usable(held(0, chat(1, 1)), chat(2, 1, system=[5]), 32, exact=True) == 0
+    assert usable(held(0, [1, 2, 3]), [1], 32, exact=True) == 0
 
 
-def test_the_longest_shared_prefix_wins_within_a_scope():
-    a = CachedContext(0, tokens=[1, 2, 3, 4], prompt_tokens=3, scope="key-a", last_used=1)
-    b = CachedContext(1, tokens=[1, 2, 9], prompt_tokens=2, scope="key-b", last_used=2)
-    assert choose_context([a, b], [1, 2, 3, 4, 5], "key-a", can_open=False) == (a, 4)
-    # another key never reads key-a's context: with no room, the least recently used is taken over, from scratch
-    assert choose_context([a, b], [1, 2, 3, 4, 5], "key-c", can_open=False) == (a, 0)
-    # sharing on (scope None): any context may be read
-    assert choose_context([a, b], [1, 2, 9, 7], None, can_open=False) == (b, 3)
+# ---- plan: which context --------------------------------------------------------------------------
 
 
-def test_another_conversation_takes_a_free_context_instead_of_cutting_one_back():
-    a = CachedContext(0, tokens=[1, 2, 3, 4, 5, 6], prompt_tokens=5, scope="k", last_used=1)
-    empty = CachedContext(1)
-    # shares the system prompt [1, 2, 3] only: cutting `a` back would lose its conversation
-    assert choose_context([a, empty], [1, 2, 3, 8, 9], "k", can_open=False) == (empty, 0)
-    assert choose_context([a], [1, 2, 3, 8, 9], "k", can_open=True) == (None, 0)
-    # with no room left it is cut back after all
-    assert choose_context([a], [1, 2, 3, 8, 9], "k", can_open=False) == (a, 3)
-    # the same prompt again (a retry, or choice 2 of n) cuts back only the reply: it stays
-    assert choose_context([a, empty], [1, 2, 3, 4, 5], "k", can_open=True) == (a, 5)
+def test_a_next_turn_continues_its_own_context():
+    contexts = [held(0, chat(1, 2), used=1), held(1, chat(2, 5), used=2)]
+    chosen = plan(contexts, chat(1, 3), "k", can_open=True, n_batch=32)
+    assert chosen.target == chosen.source == 0 and chosen.keep >= len(chat(1, 2)) - 2
 
 
-def test_text_that_is_not_utf8_never_reaches_the_tokenizer():
-    # llama.cpp's tokenizer aborts the process on it: a reply cut inside a character ends that way
-    tok = ToyTokenizer()
-    tok.calls = 0
-    assert not evaluates_as(tok, "\u00e9".encode()[:1], [5], 0)
-    assert tok.calls == 0
+def test_another_conversation_takes_a_free_context_and_copies_the_shared_prefix():
+    contexts = [held(0, chat(1, 3), used=1), CachedContext(1)]
+    chosen = plan(contexts, chat(2, 1), "k", can_open=False, n_batch=32)
+    assert chosen == Plan(1, 0, chosen.keep) and len(SYSTEM) - 2 <= chosen.keep <= len(SYSTEM)
+
+
+def test_it_opens_a_new_context_before_taking_one_over():
+    chosen = plan([held(0, chat(1, 3))], chat(2, 1), "k", can_open=True, n_batch=32)
+    assert chosen.target is None and chosen.source == 0
+
+
+def test_a_prefix_too_short_to_be_worth_a_copy_is_evaluated_again():
+    contexts = [held(0, chat(1, 3, system=[1] * (MIN_COPY - 4))), CachedContext(1)]
+    assert plan(contexts, chat(2, 1, system=[1] * (MIN_COPY - 4)), "k", can_open=False, n_batch=32) == Plan(1, None, 0)
+
+
+def test_with_every_context_taken_distinct_conversations_take_the_least_recently_used():
+    """Issue 17: the context sharing only the template's first tokens was cut back for every new conversation."""
+    template = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    contexts = [held(i, chat(i, 3, system=template + [100 + i] * 900), used=10 - i) for i in range(4)]
+    new = chat(9, 1, system=template + [200] * 900)
+    chosen = plan(contexts, new, "k", can_open=False, n_batch=32)
+    assert chosen == Plan(3, None, 0)  # the least recently used; 9 shared tokens are not worth keeping
+
+
+def test_with_every_context_taken_a_shared_system_prompt_is_copied_into_the_least_recently_used():
+    contexts = [held(0, chat(1, 4), used=4), held(1, chat(2, 4, system=[3] * 100), used=1),
+                held(2, chat(3, 4), used=3), held(3, chat(4, 4), used=2)]
+    chosen = plan(contexts, chat(5, 1), "k", can_open=False, n_batch=32)
+    assert chosen.target == 1 and chosen.source in (0, 2, 3) and chosen.keep >= len(SYSTEM) - 2
+
+
+def test_the_least_recently_used_context_is_cut_back_in_place_when_it_shares_the_prefix():
+    contexts = [held(i, chat(i + 1, 4), used=5 - i) for i in range(4)]
+    chosen = plan(contexts, chat(9, 1), "k", can_open=False, n_batch=32)
+    assert chosen.target == 3 and chosen.keep >= len(SYSTEM) - 2
+
+
+def test_an_edited_middle_turn_branches_into_another_context():
+    conversation = chat(1, 5)
+    contexts = [held(0, conversation, used=5), CachedContext(1)]
+    edited = conversation[: len(SYSTEM) + 40] + [42] * 20
+    chosen = plan(contexts, edited, "k", can_open=False, n_batch=32)
+    assert chosen.target == 1 and chosen.source == 0 and chosen.keep >= len(SYSTEM) + 38
+
+
+def test_a_context_is_never_read_by_another_key_but_may_be_taken_over():
+    contexts = [held(0, chat(1, 3), scope="a", used=1)]
+    chosen = plan(contexts, chat(1, 4), "b", can_open=False, n_batch=32)
+    assert chosen == Plan(0, None, 0)
+    assert plan(contexts, chat(1, 4), "b", can_open=False, n_batch=32, share=True).source == 0
+
+
+def test_a_key_holding_its_share_gives_up_its_own_context():
+    contexts = [held(0, chat(1, 9), scope="long", used=1)] + [held(i, chat(i, 1), scope="many", used=1 + i) for i in (1, 2, 3)]
+    assert give_up(contexts, "many").index == 1  # its own least recently used, not the older "long" one
+    assert give_up(contexts, "long").index == 1  # "many" holds more than its share of 2
+
+
+def test_a_new_key_takes_from_the_key_over_its_share():
+    contexts = [held(0, chat(1, 9), scope="a", used=1), held(1, chat(2, 1), scope="b", used=2),
+                held(2, chat(3, 1), scope="b", used=3), held(3, chat(4, 1), scope="b", used=4)]
+    assert give_up(contexts, "c").index == 1
+    assert give_up(contexts, None).index == 0  # shared scope: plain least recently used

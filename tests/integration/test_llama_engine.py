@@ -1,10 +1,10 @@
-"""The real GPT4All engine names the limit a reply reached (the chat page's cut-short notice shows it)."""
+"""The real engine names the limit a reply reached (the chat page's cut-short notice shows it)."""
 
 from __future__ import annotations
 
 import pytest
 
-from models.gpt4all_engine import GPT4AllEngine
+from models.llama_engine import LlamaEngine
 from models.interfaces import SamplingParams
 from models.registry import ModelRegistry
 from tests.conftest import ROOT
@@ -12,15 +12,15 @@ from tests.conftest import ROOT
 
 @pytest.fixture(scope="module")
 def engine():
-    engine = GPT4AllEngine(ModelRegistry(ROOT / "models").default().path, n_ctx=128, n_threads=2, n_batch=128)
+    engine = LlamaEngine(ModelRegistry(ROOT / "models").default().path, n_ctx=128, n_threads=2, n_batch=128)
     yield engine
     engine.close()
 
 
 def test_max_tokens_and_a_full_window_are_told_apart(engine):
     prompt = "<|im_start|>user\nWrite a very long story about a dragon.<|im_end|>\n<|im_start|>assistant\n"
-    short = engine.generate(prompt, SamplingParams(max_tokens=3, temperature=0.0), lambda _: True)
+    short = engine.generate(prompt, SamplingParams(max_tokens=3, temperature=0.0), lambda *_: True)
     assert (short.finish_reason, short.limit, short.completion_tokens) == ("length", "max_tokens", 3)
-    full = engine.generate(prompt, SamplingParams(max_tokens=None, temperature=0.0), lambda _: True)
+    full = engine.generate(prompt, SamplingParams(max_tokens=None, temperature=0.0), lambda *_: True)
     assert (full.finish_reason, full.limit) == ("length", "context")
     assert full.prompt_tokens + full.completion_tokens == 128

@@ -1,0 +1,126 @@
+"""A `.gguf` loaded once into llama.cpp: its weights (memory-mapped), vocabulary and tokenizer.
+
+The tokenizer is GPT4All's own: `llama_tokenize_gpt4all`, the function GPT4All's prompt call
+tokenizes with, so a prompt becomes the very ids GPT4All would evaluate (a BOS where the model wants
+one, special tokens parsed, a leading space as SentencePiece expects). Contexts (`llama_context.py`)
+are made on a loaded model; all of them share its weights. Safe to read from several threads; the
+contexts themselves are not.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from pathlib import Path
+
+from errors import ModelLoadFailed
+from models.native import llama_api
+from models.native.llama_api import ModelParams
+
+# llama.cpp's token attributes (enum llama_token_attr): GPT4All treats these as special.
+_ATTR_UNKNOWN, _ATTR_CONTROL, _ATTR_USER_DEFINED = 1 << 0, 1 << 3, 1 << 4
+_SPECIAL = _ATTR_UNKNOWN | _ATTR_CONTROL | _ATTR_USER_DEFINED
+GGUF_MAGIC = b"GGUF"
+
+
+class LlamaModel:
+    def __init__(self, lib: ctypes.CDLL, pointer: int, path: Path):
+        self.lib = lib
+        self.pointer = ctypes.c_void_p(pointer)
+        self.path = path
+        self.n_vocab = lib.llama_n_vocab(self.pointer)
+        self.eos = lib.llama_token_eos(self.pointer)
+        self._special: dict[int, bool] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: Path, *, backend: str = "kompute", gpu: tuple[int, int] | None = None) -> "LlamaModel":
+        """Load `path` as GPT4All's `LLamaModel::loadModel` does; ModelLoadFailed with llama.cpp's reason.
+
+        `gpu`: (device index, layers to offload) on a GPU build, as GPT4All's loader sets them."""
+        check_header(path)
+        try:
+            lib = llama_api.library(backend)
+        except llama_api.LibraryRefused as exc:
+            raise ModelLoadFailed(f"could not load {path.name}: the native decode loop refuses GPT4All's library: {exc}") from None
+        arch = llama_api.file_arch(lib, path)
+        if arch is None:
+            raise ModelLoadFailed(f"could not load {path.name}: it names no model architecture")
+        if not lib.is_arch_supported(arch.encode()):
+            raise ModelLoadFailed(f"could not load {path.name}: GPT4All's llama.cpp does not support the {arch!r} architecture")
+        params: ModelParams = lib.llama_model_default_params()
+        if gpu is not None:
+            params.main_gpu, params.n_gpu_layers, params.split_mode = gpu[0], gpu[1], 0  # LLAMA_SPLIT_MODE_NONE
+        llama_api.take_errors()
+        pointer = lib.llama_load_model_from_file(str(path).encode(), params)
+        if not pointer:
+            raise ModelLoadFailed(f"could not load {path.name}: {_reason(llama_api.take_errors())}")
+        return cls(lib, pointer, path)
+
+    @property
+    def arch(self) -> str:
+        return self.lib.llama_model_arch(self.pointer).decode()
+
+    @property
+    def n_ctx_train(self) -> int:
+        return self.lib.llama_n_ctx_train(self.pointer)
+
+    def tokenize(self, text: bytes, *, at_start: bool = True, insert_space: bool = True) -> list[int]:
+        """GPT4All's `tokenize`: a BOS (where the model wants one) only at the start; special tokens parsed.
+
+        ValueError for text that is not UTF-8: llama.cpp throws a C++ exception on it, which aborts the process."""
+        text.decode("utf-8")  # a UnicodeDecodeError is a ValueError
+        capacity = len(text) + 8
+        while True:
+            out = (ctypes.c_int32 * capacity)()
+            n = self.lib.llama_tokenize_gpt4all(self.pointer, text, len(text), out, capacity, at_start, True, insert_space)
+            if n >= 0:
+                return list(out[:n])
+            capacity = -n
+
+    def piece(self, token: int, *, special: bool = True) -> bytes:
+        """The token's bytes: control tokens as their text (what GPT4All prints) or, `special=False`, as nothing."""
+        buf = ctypes.create_string_buffer(256)
+        n = self.lib.llama_token_to_piece(self.pointer, token, buf, 256, 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self.lib.llama_token_to_piece(self.pointer, token, buf, -n, 0, special)
+        return buf.raw[: max(n, 0)]
+
+    def is_special(self, token: int) -> bool:
+        """What GPT4All's `isSpecialToken` says: control, user-defined or unknown."""
+        with self._lock:
+            if token not in self._special:
+                self._special[token] = bool(self.lib.llama_token_get_attr(self.pointer, token) & _SPECIAL)
+            return self._special[token]
+
+    def ends_generation(self, token: int) -> bool:
+        """An end-of-generation token (EOS, or EOT and the like): the reply is over."""
+        return bool(self.lib.llama_token_is_eog(self.pointer, token))
+
+    def end_tokens(self) -> list[int]:
+        return [t for t in range(self.n_vocab) if self.ends_generation(t)]
+
+    def close(self) -> None:
+        if self.pointer:
+            self.lib.llama_free_model(self.pointer)
+            self.pointer = ctypes.c_void_p()
+
+
+def check_header(path: Path) -> None:
+    """Refuse files llama.cpp would choke on before handing them to native code."""
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise ModelLoadFailed(f"could not read {path.name}: {exc.strerror}") from None
+    if magic != GGUF_MAGIC:
+        raise ModelLoadFailed(f"{path.name} is not a GGUF file (it starts with {magic!r})")
+
+
+def _reason(errors: list[str]) -> str:
+    """llama.cpp's own error line (e.g. "unknown pre-tokenizer type: 'smollm'")."""
+    for line in errors:
+        if "error loading model" in line:
+            return line.split("error loading model: ")[-1].strip()
+    return errors[-1] if errors else "llama.cpp refused the file"

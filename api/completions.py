@@ -21,6 +21,7 @@ from api.protocol import ChatCompletionRequest, CompletionRequest
 from api.protocol_responses import (
     ChatCompletionChunk,
     Completion,
+    CompletionLogprobs,
     ModelCard,
     ModelList,
     UsageInfo,
@@ -57,16 +58,18 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
     service = _service(request)
     model = service.resolve_model(body.model)
     prompt = await service.chat_prompt(model, body.plain_messages())
-    jobs = service.submit(model, [prompt], body.to_sampling_params(body.token_limit), body.n, scope=_scope(request))
+    jobs = service.submit(model, [prompt], body.sampling_params(), body.n, scope=_scope(request))
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
         def on_event(e: ChoiceEvent) -> list:
-            return chat_chunks(cid, model.id, e.index, e.text, first=e.first, finish=e.finish)
+            return chat_chunks(cid, model.id, e.index, e.text, first=e.first, finish=e.finish,
+                               logprobs=e.logprobs if body.logprobs else None)
 
         usage = partial(usage_chunk_of, ChatCompletionChunk, cid, model.id) if body.include_usage else None
         return await _stream(request, service, jobs, on_event, usage, body.n, "messages")
     results = await service.complete(jobs, "messages")
-    return json_response(chat_completion(cid, model.id, results, _usage(jobs, body.n)), headers=timing_headers(jobs))
+    return json_response(chat_completion(cid, model.id, results, _usage(jobs, body.n), logprobs=bool(body.logprobs)),
+                         headers=timing_headers(jobs))
 
 
 @bp.post("/completions")
@@ -74,17 +77,23 @@ async def completions(request: Request) -> HTTPResponse | None:
     body = parse_body(request, CompletionRequest)
     service = _service(request)
     model = service.resolve_model(body.model)
-    jobs = service.submit(model, body.prompts, body.to_sampling_params(body.max_tokens), body.n, scope=_scope(request))
+    jobs = service.submit(model, body.prompts, body.sampling_params(), body.n, scope=_scope(request))
     cid = f"cmpl-{uuid.uuid4().hex}"
     prefixes = [prompt if body.echo else "" for prompt in body.prompts for _ in range(body.n)]  # one per choice
     if body.stream:
+        offsets = [len(prefix) for prefix in prefixes]  # where each choice's next token starts in its text
+
         def on_event(e: ChoiceEvent) -> list:
-            return completion_chunks(cid, model.id, e.index, (prefixes[e.index] if e.first else "") + e.text, e.finish)
+            text = (prefixes[e.index] if e.first else "") + e.text
+            entries = CompletionLogprobs.of(e.logprobs, offsets[e.index]) if body.logprobs is not None and e.logprobs else None
+            offsets[e.index] += len(e.text)
+            return completion_chunks(cid, model.id, e.index, text, e.finish, entries)
 
         usage = partial(usage_chunk_of, Completion, cid, model.id) if body.include_usage else None
         return await _stream(request, service, jobs, on_event, usage, body.n, "prompt")
     results = await service.complete(jobs, "prompt")
-    return json_response(text_completion(cid, model.id, results, _usage(jobs, body.n), prefixes), headers=timing_headers(jobs))
+    completion = text_completion(cid, model.id, results, _usage(jobs, body.n), prefixes, logprobs=body.logprobs is not None)
+    return json_response(completion, headers=timing_headers(jobs))
 
 
 def _usage(jobs: list[GenerationJob], n: int) -> UsageInfo:

@@ -8,7 +8,7 @@ into choice events. It knows no HTTP: routes wrap its output into JSON or SSE.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import AsyncIterator
 
 from errors import ContextLengthExceeded, InvalidRequest, ServerError
@@ -21,6 +21,15 @@ from scheduler.jobs import GenerationJob
 
 # GPT4All takes the prompt as a C string: a NUL would silently cut it there (and the template's end with it).
 NUL_MESSAGE = "text must not contain NUL characters (U+0000)"
+
+
+@dataclass
+class ChoiceResult:
+    """One choice, whole: its text, how it ended, and its tokens' logprobs (when asked for)."""
+
+    text: str
+    outcome: GenerationOutcome
+    logprobs: list[TokenLogprobs]
 
 
 @dataclass
@@ -82,8 +91,10 @@ class GenerationService:
         jobs: list[GenerationJob] = []
         try:
             for prompt in prompts:
-                for _ in range(n):
-                    jobs.append(self.scheduler.submit(model.id, prompt, params, origin=origin, scope=scope))
+                for choice in range(n):
+                    # choice i of n draws from seed + i: the same seed gives the same n choices, not n copies of one
+                    seeded = params if params.seed is None else replace(params, seed=params.seed + choice)
+                    jobs.append(self.scheduler.submit(model.id, prompt, seeded, origin=origin, scope=scope))
         except ServerError:
             for job in jobs:
                 job.cancel("rejected")
@@ -110,12 +121,14 @@ class GenerationService:
                 if job.finished_at is None:
                     job.cancel("client")
 
-    async def complete(self, jobs: list[GenerationJob], prompt_param: str = "prompt") -> list[tuple[str, GenerationOutcome]]:
+    async def complete(self, jobs: list[GenerationJob], prompt_param: str = "prompt") -> list[ChoiceResult]:
         texts: list[list[str]] = [[] for _ in jobs]
-        results: list[tuple[str, GenerationOutcome]] = []
+        logprobs: list[list[TokenLogprobs]] = [[] for _ in jobs]
+        results: list[ChoiceResult] = []
         async for event in self.events(jobs, prompt_param):
             if event.finish is None:
                 texts[event.index].append(event.text)
+                logprobs[event.index].extend(event.logprobs)
             else:
-                results.append(("".join(texts[event.index]), event.finish))
+                results.append(ChoiceResult("".join(texts[event.index]), event.finish, logprobs[event.index]))
         return results

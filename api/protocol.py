@@ -12,9 +12,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from errors import UnsupportedParameter
-from models.interfaces import SamplingParams
+from api.structured_output import ResponseFormat
+from models.interfaces import Constraint, SamplingParams
 
 MAX_TOKENS_CAP = 1 << 20  # past any context window; a larger value is a client bug
+MAX_LOGIT_BIAS = 1024  # biased tokens per request (OpenAI allows 300)
+MAX_TOP_LOGPROBS = 20  # as OpenAI
 
 # Reusable field definitions, declared once with their meaning. NULL_IS_DEFAULT: `null` is accepted (as
 # OpenAI's clients send it) and means the default; the OpenAPI document says `nullable`.
@@ -54,10 +57,17 @@ class SamplingRequest(BaseModel):
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = stop_field
     user: str | None = user_field
-    seed: int | None = Field(None, description="Accepted only with `temperature: 0`, where output is deterministic.")
-    frequency_penalty: float | None = Field(None, description="Only 0 is supported; use `repeat_penalty`.")
-    presence_penalty: float | None = Field(None, description="Only 0 is supported; use `repeat_penalty`.")
-    logit_bias: dict[str, float] | None = Field(None, description="Not supported; only empty.")
+    seed: int | None = Field(
+        None, ge=-(2**63), le=2**64 - 1,
+        description="The same seed, prompt and parameters give the same text on this build, at any temperature "
+        "(choice i of `n` uses seed + i). Without one, every generation draws a fresh seed.",
+    )
+    frequency_penalty: float | None = Field(
+        None, ge=-2.0, le=2.0, description="Lowers a token's logit by this times the times it was generated so far.")
+    presence_penalty: float | None = Field(
+        None, ge=-2.0, le=2.0, description="Lowers the logit of every token generated so far by this.")
+    logit_bias: dict[str, float] | None = Field(
+        None, description="Token id (as a string) to a bias from -100 to 100, added to its logit; -100 bans it, 100 forces it.")
 
     @field_validator("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "n", "stream", mode="before")
     @classmethod
@@ -74,19 +84,20 @@ class SamplingRequest(BaseModel):
             raise ValueError("stop sequences must not be empty")
         return stops
 
+    @field_validator("logit_bias")
+    @classmethod
+    def _check_logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key, bias in (value or {}).items():
+            if not key.isdigit() or len(key) > 9:
+                raise ValueError(f"keys must be token ids (non-negative integers as strings), not {key[:40]!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"the bias of token {key} must be from -100 to 100, not {bias}")
+        if value is not None and len(value) > MAX_LOGIT_BIAS:
+            raise ValueError(f"at most {MAX_LOGIT_BIAS} tokens may be biased")
+        return value
+
     @model_validator(mode="after")
     def _refuse_what_cannot_be_honoured(self) -> "SamplingRequest":
-        for name in ("frequency_penalty", "presence_penalty"):
-            if getattr(self, name) not in (None, 0, 0.0):
-                raise UnsupportedParameter(
-                    f"{name} cannot be honoured by GPT4All; use repeat_penalty instead", param=name
-                )
-        if self.logit_bias:
-            raise UnsupportedParameter("logit_bias is not supported by GPT4All", param="logit_bias")
-        if self.seed is not None and self.temperature != 0:
-            raise UnsupportedParameter(
-                "GPT4All has no sampling seed; a seed holds only with temperature 0 (greedy)", param="seed"
-            )
         if self.stream_options is not None and not self.stream:
             raise UnsupportedParameter("stream_options is only allowed with stream: true", param="stream_options")
         return self
@@ -95,7 +106,8 @@ class SamplingRequest(BaseModel):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
-    def to_sampling_params(self, max_tokens: int | None) -> SamplingParams:
+    def to_sampling_params(self, max_tokens: int | None, *, logprobs: int | None = None,
+                           constraint: Constraint | None = None) -> SamplingParams:
         return SamplingParams(
             max_tokens=max_tokens,
             temperature=self.temperature,
@@ -104,6 +116,12 @@ class SamplingRequest(BaseModel):
             min_p=self.min_p,
             repeat_penalty=self.repeat_penalty,
             stop=tuple(self.stop or ()),
+            seed=self.seed,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            presence_penalty=self.presence_penalty or 0.0,
+            logit_bias=tuple((int(token), bias) for token, bias in (self.logit_bias or {}).items()),
+            logprobs=logprobs,
+            constraint=constraint,
         )
 
 
@@ -126,16 +144,14 @@ class ChatMessage(BaseModel):
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
-class ResponseFormat(BaseModel):
-    type: str
-
-
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(..., min_length=1, description="The conversation so far.")
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP, description="Alias of `max_tokens`.")
-    response_format: ResponseFormat | None = Field(None, description="Only `{\"type\": \"text\"}`.")
-    logprobs: bool | None = Field(None, description="Not supported; only false.")
-    top_logprobs: int | None = Field(None, description="Not supported.")
+    response_format: ResponseFormat | None = Field(
+        None, description="`text`, `json_object` (any JSON object) or `json_schema`: enforced by a token mask, or refused "
+        "with 400 naming the keyword that cannot be enforced.")
+    logprobs: bool | None = Field(None, description="Return each generated token's log-probability (of the model's own distribution).")
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, description="With `logprobs`: the most likely alternatives per token (0-20).")
     tools: list[Any] | None = Field(None, description="Not supported.")
     tool_choice: Any = Field(None, description="Not supported; only `none`.")
     functions: list[Any] | None = Field(None, description="Not supported.")
@@ -159,15 +175,13 @@ class ChatCompletionRequest(SamplingRequest):
 
     @model_validator(mode="after")
     def _refuse_chat_extras(self) -> "ChatCompletionRequest":
-        if self.logprobs or self.top_logprobs is not None:
-            raise UnsupportedParameter("logprobs are not available from GPT4All", param="logprobs" if self.logprobs else "top_logprobs")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise UnsupportedParameter("top_logprobs needs logprobs: true", param="top_logprobs")
         for name in ("tools", "functions", "function_call"):
             if getattr(self, name):
                 raise UnsupportedParameter(f"{name} (function calling) is not supported", param=name)
         if self.tool_choice not in (None, "none"):
             raise UnsupportedParameter("tool_choice is not supported", param="tool_choice")
-        if self.response_format is not None and self.response_format.type != "text":
-            raise UnsupportedParameter("only response_format {\"type\": \"text\"} is supported", param="response_format")
         if self.max_tokens is not None and self.max_completion_tokens is not None and self.max_tokens != self.max_completion_tokens:
             raise UnsupportedParameter("max_tokens and max_completion_tokens disagree", param="max_completion_tokens")
         return self
@@ -175,6 +189,11 @@ class ChatCompletionRequest(SamplingRequest):
     @property
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    def sampling_params(self) -> SamplingParams:
+        logprobs = (self.top_logprobs or 0) if self.logprobs else None
+        constraint = self.response_format.constraint() if self.response_format is not None else None
+        return self.to_sampling_params(self.token_limit, logprobs=logprobs, constraint=constraint)
 
     def plain_messages(self) -> list[dict[str, str]]:
         # "developer" is OpenAI's newer name for the system role.
@@ -186,7 +205,9 @@ class CompletionRequest(SamplingRequest):
     max_tokens: int | None = Field(16, ge=1, le=MAX_TOKENS_CAP, description="Most tokens to generate (default 16, as OpenAI).")
     echo: bool = Field(False, description="Put the prompt before the completion in `text`.")
     suffix: str | None = Field(None, description="Not supported.")
-    logprobs: int | None = Field(None, description="Not supported.")
+    logprobs: int | None = Field(None, ge=0, le=5, description="Return each generated token's log-probability and this many alternatives (0-5, as OpenAI).")
+    response_format: ResponseFormat | None = Field(
+        None, description="As on chat completions: `json_object` or `json_schema` constrain the completion.")
     best_of: int | None = Field(None, description="Only 1 (or equal to n).")
 
     model_config = ConfigDict(
@@ -206,11 +227,16 @@ class CompletionRequest(SamplingRequest):
     def _refuse_completion_extras(self) -> "CompletionRequest":
         if self.suffix:
             raise UnsupportedParameter("suffix (insertion) is not supported", param="suffix")
-        if self.logprobs is not None:
-            raise UnsupportedParameter("logprobs are not available from GPT4All", param="logprobs")
+        if self.logprobs is not None and self.echo:
+            raise UnsupportedParameter("logprobs of the echoed prompt are not computed; use echo or logprobs, not both",
+                                       param="echo")
         if self.best_of not in (None, 1, self.n):
             raise UnsupportedParameter("best_of other than 1 is not supported", param="best_of")
         return self
+
+    def sampling_params(self) -> SamplingParams:
+        constraint = self.response_format.constraint() if self.response_format is not None else None
+        return self.to_sampling_params(self.max_tokens, logprobs=self.logprobs, constraint=constraint)
 
     @property
     def prompts(self) -> list[str]:

@@ -63,6 +63,7 @@ class LlamaEngine:
             self.max_contexts = max(1, min(prefix_cache.slots, fitting))
         self._slots = [self._open(0)]
         self._vocabulary = None  # the constraint library's view of the vocabulary, built on first use
+        self.last_reply: list[int] = []  # the token ids the last generation sampled (for tests)
         self._pieces: dict[int, bytes] = {}
 
     @property
@@ -81,6 +82,10 @@ class LlamaEngine:
     ) -> GenerationOutcome:
         full = self._prompt_ids(prompt)
         self._check_fits(len(full), params.max_tokens)
+        outside = [token for token, _ in params.logit_bias if token >= self.model.n_vocab]
+        if outside:
+            raise InvalidRequest(f"logit_bias names token {outside[0]}, but this model's vocabulary has "
+                                 f"{self.model.n_vocab} tokens (0 to {self.model.n_vocab - 1})", param="logit_bias")
         matcher = self._matcher(params.constraint)  # a schema that fails to compile is refused before evaluation
         slot, keep = self._place(full, scope)
         try:
@@ -161,7 +166,7 @@ class LlamaEngine:
         context, model = slot.context, self.model
         sampler = Sampler(model.lib, context.pointer, params, model.n_vocab)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        produced = 0
+        produced, self.last_reply = 0, []
         while True:
             allowed = matcher.allowed() if matcher is not None else None
             token, logprob = sampler.pick(context.logits(), context.tokens, allowed)
@@ -170,6 +175,7 @@ class LlamaEngine:
             if matcher is not None:
                 matcher.accept(token)
             produced += 1
+            self.last_reply.append(token)
             piece = self._piece(token)
             entry = self._logprobs(token, logprob) if logprob is not None else None
             if not on_text(decoder.decode(piece), entry) or (matcher is not None and matcher.done):

@@ -68,7 +68,7 @@ class Sampler:
         tokens = (ctypes.c_int32 * len(window))(*window)
         self._lib.llama_sample_repetition_penalties(None, array, tokens, len(window), params.repeat_penalty, 0.0, 0.0)
         if self._generated and (params.frequency_penalty or params.presence_penalty):
-            self._penalise(candidates)
+            penalise(candidates["logit"], self._generated, params.frequency_penalty, params.presence_penalty)
         if allowed is not None:
             candidates = candidates[allowed[candidates["id"]]]
             if not len(candidates):
@@ -92,11 +92,13 @@ class Sampler:
         lib.llama_sample_temp(ctx, array, params.temperature)
         return lib.llama_sample_token(ctx, array)
 
-    def _penalise(self, candidates: np.ndarray) -> None:
-        ids = np.fromiter(self._generated.keys(), np.int32, len(self._generated))
-        counts = np.fromiter(self._generated.values(), np.float32, len(self._generated))
-        where = ids  # candidates are still the whole vocabulary, in id order
-        candidates["logit"][where] -= counts * self.params.frequency_penalty + self.params.presence_penalty
+
+def penalise(logits: np.ndarray, generated: Counter, frequency: float, presence: float) -> None:
+    """OpenAI's penalties, in place, on logits indexed by token id: `count * frequency + presence` off
+    every token generated so far."""
+    ids = np.fromiter(generated.keys(), np.int64, len(generated))
+    counts = np.fromiter(generated.values(), np.float32, len(generated))
+    logits[ids] -= counts * np.float32(frequency) + np.float32(presence)
 
 
 def token_logprob(logits: np.ndarray, token: int, top: int) -> TokenLogprob:

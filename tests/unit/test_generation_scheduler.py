@@ -268,7 +268,7 @@ async def test_a_request_bigger_than_a_keys_share_is_refused_whole_and_cannot_st
     small = service.submit(model, ["short"], PARAMS, 1, scope="key-b")
     engine.release()
     results = await asyncio.gather(service.complete(big), service.complete(small))
-    assert [text for text, _ in results[0]] == [p + " " for p in prompts]
+    assert [r.text for r in results[0]] == [p + " " for p in prompts]
     assert engine.prompts[:3] == ["p0", "short", "p1"]  # after the running job, key-b's turn
     assert "one more" not in engine.prompts and len(engine.prompts) == 17
 

@@ -95,18 +95,10 @@ def test_stop_may_be_a_string_or_list_and_becomes_a_tuple_for_the_engine():
 @pytest.mark.parametrize(
     "fields, param",
     [
-        ({"logprobs": True}, "logprobs"),
-        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"top_logprobs": 3}, "top_logprobs"),  # without logprobs: true
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
         ({"tool_choice": "auto"}, "tool_choice"),
         ({"functions": [{"name": "f"}]}, "functions"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
-        ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
-        ({"seed": 42, "temperature": 0.7}, "seed"),
-        ({"seed": 42}, "seed"),  # default temperature is 1
-        ({"frequency_penalty": 0.5}, "frequency_penalty"),
-        ({"presence_penalty": -1}, "presence_penalty"),
-        ({"logit_bias": {"50256": -100}}, "logit_bias"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream: true
         ({"max_tokens": 5, "max_completion_tokens": 6}, "max_completion_tokens"),
     ],
@@ -124,11 +116,9 @@ def test_chat_refuses_what_cannot_be_honoured_naming_the_param(fields, param):
 @pytest.mark.parametrize(
     "fields, param",
     [
-        ({"logprobs": 2}, "logprobs"),
+        ({"logprobs": 2, "echo": True}, "echo"),  # the prompt's own logprobs are not computed
         ({"suffix": "end"}, "suffix"),
         ({"best_of": 3}, "best_of"),
-        ({"seed": 1, "temperature": 0.5}, "seed"),
-        ({"frequency_penalty": 1.0}, "frequency_penalty"),
     ],
 )
 def test_completion_refuses_what_cannot_be_honoured_naming_the_param(fields, param):
@@ -154,7 +144,41 @@ def test_what_can_be_honoured_is_accepted():
     )
     assert request.include_usage
     assert request.token_limit == 9
-    assert request.to_sampling_params(request.token_limit) == SamplingParams(max_tokens=9, temperature=0.0)
+    assert request.sampling_params() == SamplingParams(max_tokens=9, temperature=0.0, seed=7)
+
+
+def test_the_parameters_that_need_the_logits_become_engine_values():
+    params = chat(seed=7, temperature=0.8, frequency_penalty=0.5, presence_penalty=-1, logit_bias={"2": -100, "15": 5.5},
+                  logprobs=True, top_logprobs=3).sampling_params()
+    assert (params.seed, params.temperature, params.frequency_penalty, params.presence_penalty) == (7, 0.8, 0.5, -1.0)
+    assert params.logit_bias == ((2, -100.0), (15, 5.5)) and params.logprobs == 3
+    assert chat(logprobs=True).sampling_params().logprobs == 0
+    assert chat(logprobs=False, top_logprobs=None).sampling_params().logprobs is None
+    assert completion(logprobs=5).sampling_params().logprobs == 5
+
+
+@pytest.mark.parametrize("call", [chat, completion])
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        ({"logit_bias": {"abc": 1}}, "logit_bias"),
+        ({"logit_bias": {"-3": 1}}, "logit_bias"),
+        ({"logit_bias": {"5": 101}}, "logit_bias"),
+        ({"logit_bias": {str(i): 1 for i in range(1025)}}, "logit_bias"),
+        ({"frequency_penalty": 2.5}, "frequency_penalty"),
+        ({"presence_penalty": -3}, "presence_penalty"),
+        ({"seed": "7"}, "seed"),
+        ({"response_format": {"type": "json_schema"}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
+    ],
+)
+def test_bad_values_of_the_logit_parameters_are_refused_naming_them(call, fields, param):
+    assert refused(call, **fields).param == param
+
+
+def test_top_logprobs_is_bounded_as_openai_bounds_it():
+    assert refused(chat, logprobs=True, top_logprobs=21).param == "top_logprobs"
+    assert refused(completion, logprobs=6).param == "logprobs"
 
 
 def test_nulls_mean_defaults():

@@ -52,15 +52,16 @@ class LlamaTokenizer:
         self._special: dict[int, bool] = {}
         self._lock = threading.Lock()
 
-    def tokenize(self, text: bytes, *, at_start: bool, insert_space: bool) -> list[int]:
-        """GPT4All's `tokenize`: BOS (where the model wants one) only at the start, special tokens parsed.
+    def tokenize(self, text: bytes, *, at_start: bool, insert_space: bool, special: bool = True) -> list[int]:
+        """GPT4All's `tokenize`: BOS (where the model wants one) only at the start, special tokens parsed
+        (with `special` False, `<|im_end|>` is plain text, as inside generated JSON).
 
         ValueError for text that is not UTF-8: llama.cpp throws a C++ exception on it, which aborts the process."""
         text.decode("utf-8")  # a UnicodeDecodeError is a ValueError
         capacity = len(text) + 8
         while True:
             out = (ctypes.c_int32 * capacity)()
-            n = self._lib.llama_tokenize_gpt4all(self._model, text, len(text), out, capacity, at_start, True, insert_space)
+            n = self._lib.llama_tokenize_gpt4all(self._model, text, len(text), out, capacity, at_start, special, insert_space)
             if n >= 0:
                 return list(out[:n])
             capacity = -n
@@ -76,6 +77,28 @@ class LlamaTokenizer:
         buf = ctypes.create_string_buffer(256)
         n = self._lib.llama_token_to_piece(self._model, token, buf, 256, 0, True)
         return buf.raw[: max(n, 0)]
+
+    def raw_pieces(self) -> list[bytes]:
+        """Every token's bytes as the model writes them (`special=False`): control tokens come out empty.
+
+        What a constraint's vocabulary is built from (models/native/vocabulary.py): byte-level BPE
+        pieces are already decoded to raw bytes, and `<|im_start|>` and the like are b"", so no
+        grammar can ever allow them."""
+        n_vocab = self._lib.llama_n_vocab(self._model)
+        pieces = []
+        buf = ctypes.create_string_buffer(256)
+        for token in range(n_vocab):
+            n = self._lib.llama_token_to_piece(self._model, token, buf, len(buf), 0, False)
+            if n < 0:  # longer than the buffer: llama.cpp says how long
+                buf = ctypes.create_string_buffer(-n)
+                n = self._lib.llama_token_to_piece(self._model, token, buf, len(buf), 0, False)
+            pieces.append(buf.raw[: max(n, 0)])
+        return pieces
+
+    def end_of_generation(self) -> tuple[int, ...]:
+        """The ids that end a generation: EOS, and EOT where the model has one (llama.cpp's `llama_token_is_eog`)."""
+        ids = (self._lib.llama_token_eos(self._model), self._lib.llama_token_eot(self._model))
+        return tuple(dict.fromkeys(i for i in ids if i >= 0))
 
     def close(self) -> None:
         if self._model:
@@ -104,6 +127,9 @@ def load(path: Path) -> LlamaTokenizer | None:
         ]
         lib.llama_token_to_piece.restype = ctypes.c_int32
         lib.llama_free_model.argtypes = [ctypes.c_void_p]
+        for name in ("llama_n_vocab", "llama_token_eos", "llama_token_eot"):
+            getattr(lib, name).argtypes = [ctypes.c_void_p]
+            getattr(lib, name).restype = ctypes.c_int32
         params = lib.llama_model_default_params()
         if not params.use_mmap or params.vocab_only:  # not the layout we know: do not guess
             log.warning("llama.cpp's model parameters are not laid out as expected; prefix reuse is off")

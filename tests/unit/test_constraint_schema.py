@@ -40,6 +40,8 @@ REFUSALS = [  # (schema, keyword, path)
     ({"type": "string", "pattern": 5}, "pattern", "/"),
     ({"$ref": "https://example.com/schema.json"}, "$ref", "/"),
     ({"$ref": "#/$defs/missing"}, "$ref", ""),
+    ({"$ref": "#"}, "$ref", ""),
+    ({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}, "$ref", ""),
     ({"anyOf": [{"type": "string"}, 3]}, "anyOf", "/anyOf/1"),
     ({"type": "string", "nullable": True}, "nullable", "/"),
     ({"type": "object", "properties": {"a": {"type": "strin"}}}, "type", "/properties/a"),
@@ -80,6 +82,14 @@ def test_an_over_large_schema_is_refused_by_its_size_alone():
     huge = {"type": "object", "properties": {f"p{i}": {"type": "string", "description": "x" * 1000} for i in range(2000)}}
     with pytest.raises(SchemaRefused, match=f"limit is {MAX_SCHEMA_BYTES} bytes"):
         check_schema(huge)
+
+
+@pytest.mark.parametrize("schema, reason", [
+    ({"const": 10**30}, "64-bit"), ({"description": _nested(300)}, "Recursion limit"),
+])
+def test_json_the_library_cannot_read_is_refused(schema, reason):
+    with pytest.raises(SchemaRefused, match=reason):
+        check_schema(schema)
 
 
 def test_nesting_up_to_the_limit_is_fine():
@@ -132,14 +142,14 @@ def test_every_keyword_we_refuse_is_refused_by_the_library_too(keyword):
 
 @pytest.mark.parametrize("keyword, value", [
     ("type", "string"), ("enum", [1]), ("const", 1), ("anyOf", [{}]), ("oneOf", [{"type": "null"}]), ("allOf", [{}]),
-    ("$ref", "#"), ("items", {}), ("prefixItems", [{}]), ("additionalItems", {}), ("minItems", 1), ("maxItems", 1),
+    ("$ref", "#/$defs/a"), ("items", {}), ("prefixItems", [{}]), ("additionalItems", {}), ("minItems", 1), ("maxItems", 1),
     ("properties", {}), ("additionalProperties", {}), ("patternProperties", {"a": {}}), ("required", []),
     ("minProperties", 0), ("maxProperties", 3), ("minLength", 1), ("maxLength", 1), ("pattern", "a"),
     ("format", "date"), ("minimum", 0), ("maximum", 1), ("exclusiveMinimum", 0), ("exclusiveMaximum", 1), ("multipleOf", 2),
 ])
 def test_every_keyword_we_accept_compiles(keyword, value):
     assert keyword in schema_check.ENFORCED
-    check_schema({keyword: value})
+    check_schema({keyword: value, "$defs": {"a": {"type": "string"}}})
 
 
 def test_the_accepted_keywords_are_exactly_those_tested():

@@ -129,3 +129,9 @@ def test_a_named_function_is_one_tag_with_its_name_forced():
 def test_malformed_tag_constraints_are_value_errors(constraint, message):
     with pytest.raises(ValueError, match=message):
         compile(constraint, vocabulary())
+
+
+def test_a_tags_json_has_the_same_bounded_whitespace_as_json_schema():
+    matcher = compile(_required(at_least=1, at_most=1), vocabulary()).matcher()
+    head = '<tool_call>\n{"name": "get_time", "arguments": {"offset":'
+    assert follow(matcher, head + " " * 40) == len(head) + 32

@@ -3,7 +3,8 @@
     ServerError                      500 server_error
     ├── InvalidRequest               400 invalid_request_error
     │   ├── ContextLengthExceeded    400 code=context_length_exceeded
-    │   └── UnsupportedParameter     400 code=unsupported_parameter
+    │   ├── UnsupportedParameter     400 code=unsupported_parameter
+    │   └── SchemaRefused            400 code=unsupported_schema (a JSON Schema we cannot enforce exactly)
     ├── AuthenticationFailed         401 code=invalid_api_key
     ├── NotFound                     404 code=not_found
     │   └── ModelNotFound            404 code=model_not_found
@@ -16,6 +17,7 @@
     ├── Unavailable                  503 code=unavailable (queue timeout, shutting down, loading)
     ├── ModelLoadFailed              500 code=model_load_failed
     └── EngineFailure                500 code=engine_error
+        └── ConstraintFailed         500 (a token the output constraint refuses, or the constraint library's own failure)
 
 Any module may raise these; nothing here knows about HTTP frameworks.
 """
@@ -60,6 +62,25 @@ class ContextLengthExceeded(InvalidRequest):
 
 class UnsupportedParameter(InvalidRequest):
     code = "unsupported_parameter"
+
+
+class SchemaRefused(InvalidRequest):
+    """A JSON Schema the constraint library cannot enforce exactly (models/native/schema_check.py).
+
+    `keyword` is the JSON Schema keyword at fault ("" when none is: the size, the type of the whole
+    schema); `path` is the JSON Pointer of the subschema holding it ("" when unknown). The message
+    names both, so a client can fix its schema without reading our code.
+    """
+
+    code = "unsupported_schema"
+
+    def __init__(self, reason: str, *, keyword: str = "", path: str = "", param: str | None = None):
+        where = f"'{keyword}'" if keyword else "the schema"
+        at = f" at {path}" if path else ""
+        super().__init__(f"{where}{at} cannot be enforced: {reason}", param=param)
+        self.keyword = keyword
+        self.path = path
+        self.reason = reason
 
 
 class AuthenticationFailed(ServerError):
@@ -142,3 +163,8 @@ class EngineFailure(ServerError):
 
     def message_with_id(self, request_id: str) -> str:
         return f"{self.message}; see the server log for request {request_id}"
+
+
+class ConstraintFailed(EngineFailure):
+    """The decode loop offered a token the constraint refuses, or the library failed mid-way (a resource
+    limit). Never a client's fault: the schema was checked before anything was evaluated."""

@@ -34,10 +34,12 @@ class LlamaModel:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: Path, *, backend: str = "kompute", gpu: tuple[int, int] | None = None) -> "LlamaModel":
+    def load(cls, path: Path, *, backend: str = "kompute", gpu: tuple[int, int] | None = None,
+             vocab_only: bool = False) -> "LlamaModel":
         """Load `path` as GPT4All's `LLamaModel::loadModel` does; ModelLoadFailed with llama.cpp's reason.
 
-        `gpu`: (device index, layers to offload) on a GPU build, as GPT4All's loader sets them."""
+        `gpu`: (device index, layers to offload) on a GPU build, as GPT4All's loader sets them.
+        `vocab_only`: the tokenizer without the weights (no context can be made on it)."""
         check_header(path)
         try:
             lib = llama_api.library(backend)
@@ -51,6 +53,7 @@ class LlamaModel:
         params: ModelParams = lib.llama_model_default_params()
         if gpu is not None:
             params.main_gpu, params.n_gpu_layers, params.split_mode = gpu[0], gpu[1], 0  # LLAMA_SPLIT_MODE_NONE
+        params.vocab_only = vocab_only
         llama_api.take_errors()
         pointer = lib.llama_load_model_from_file(str(path).encode(), params)
         if not pointer:
@@ -65,15 +68,16 @@ class LlamaModel:
     def n_ctx_train(self) -> int:
         return self.lib.llama_n_ctx_train(self.pointer)
 
-    def tokenize(self, text: bytes, *, at_start: bool = True, insert_space: bool = True) -> list[int]:
-        """GPT4All's `tokenize`: a BOS (where the model wants one) only at the start; special tokens parsed.
+    def tokenize(self, text: bytes, *, at_start: bool = True, insert_space: bool = True, special: bool = True) -> list[int]:
+        """GPT4All's `tokenize`: a BOS (where the model wants one) only at the start; special tokens parsed
+        (with `special` False, `<|im_end|>` is plain text, as inside generated JSON).
 
         ValueError for text that is not UTF-8: llama.cpp throws a C++ exception on it, which aborts the process."""
         text.decode("utf-8")  # a UnicodeDecodeError is a ValueError
         capacity = len(text) + 8
         while True:
             out = (ctypes.c_int32 * capacity)()
-            n = self.lib.llama_tokenize_gpt4all(self.pointer, text, len(text), out, capacity, at_start, True, insert_space)
+            n = self.lib.llama_tokenize_gpt4all(self.pointer, text, len(text), out, capacity, at_start, special, insert_space)
             if n >= 0:
                 return list(out[:n])
             capacity = -n
@@ -98,8 +102,16 @@ class LlamaModel:
         """An end-of-generation token (EOS, or EOT and the like): the reply is over."""
         return bool(self.lib.llama_token_is_eog(self.pointer, token))
 
-    def end_tokens(self) -> list[int]:
-        return [t for t in range(self.n_vocab) if self.ends_generation(t)]
+    def raw_pieces(self) -> list[bytes]:
+        """Every token's bytes as the model writes them (`special=False`): control tokens come out empty.
+
+        What a constraint's vocabulary is built from (models/native/vocabulary.py): no grammar can
+        ever allow `<|im_start|>` and the like."""
+        return [self.piece(token, special=False) for token in range(self.n_vocab)]
+
+    def end_of_generation(self) -> tuple[int, ...]:
+        """The ids that end a generation: EOS, EOT and any other `llama_token_is_eog` token."""
+        return tuple(token for token in range(self.n_vocab) if self.ends_generation(token))
 
     def close(self) -> None:
         if self.pointer:

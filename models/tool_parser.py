@@ -1,0 +1,363 @@
+"""A reply's text deltas, as they come, into ReplyEvents: text, and tool calls in the model's format.
+
+    parser = parser_for(conversation, fmt)      # one per choice
+    events = parser.feed(delta)                 # as often as text arrives
+    events += parser.finish()                   # once, at the end
+    parser.calls                                # calls started (finish_reason "tool_calls" when > 0)
+
+- A native format: plain text until the format's trigger (`<tool_call>`, `[TOOL_CALLS]`, Llama 3's
+  `{"name": `). Text that may be the start of a trigger is held back until the next delta decides
+  (as scheduler/stop_filter.py does for stop sequences). After the trigger come one call object
+  (or, for Mistral, an array of them) and the format's end marker; then text again. Whitespace
+  between text and a call is dropped.
+- The generic format: the whole reply is one JSON object. Its `content` string streams out as text,
+  decoded (escapes too, however split); each of its `tool_calls` becomes a call.
+
+A call: `CallStart(index, id, name)` as soon as its name is complete, then `CallArguments`
+fragments that concatenate to its arguments' JSON exactly as generated (a model that wrote
+`arguments` before `name` has them held until the name comes; one that wrote them as a JSON
+string gets that string's decoded text). The call's own text never reaches the text.
+
+The engine's constraint makes every started call well formed. Unconstrained output that is not
+what it seemed is kept: a trigger followed by anything but a call object is text; a cut-off call
+(max_tokens) keeps the fragments it has, and a call cut before its name was known is dropped.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from collections import deque
+from typing import Protocol
+
+from models.conversation import CallArguments, CallStart, Conversation, ReplyEvent, TextDelta
+from models.json_stream import (
+    WHITESPACE,
+    JsonSyntax,
+    Reader,
+    after_member,
+    read_object_key,
+    read_raw_value,
+    read_string,
+    skip_whitespace,
+)
+from models.tool_formats import ToolFormat
+
+ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_call_id() -> str:
+    """OpenAI's shape: `call_` and 24 letters or digits."""
+    return "call_" + "".join(secrets.choice(ID_ALPHABET) for _ in range(24))
+
+
+class ReplyParser(Protocol):
+    calls: int
+
+    def feed(self, text: str) -> list[ReplyEvent]: ...
+
+    def finish(self) -> list[ReplyEvent]: ...
+
+
+def parser_for(conversation: Conversation, fmt: ToolFormat) -> ReplyParser:
+    if not conversation.calls_tools:
+        return PlainParser()
+    return NativeParser(fmt) if fmt.native else GenericParser()
+
+
+class PlainParser:
+    """No tools: every delta is text."""
+
+    calls = 0
+
+    def feed(self, text: str) -> list[ReplyEvent]:
+        return [TextDelta(text)] if text else []
+
+    def finish(self) -> list[ReplyEvent]:
+        return []
+
+
+class _Events:
+    """Collects events, merging neighbours of one kind, until `take()`."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.emitted = False  # any event at all, taken or not
+        self._events: list[ReplyEvent] = []
+
+    def text(self, text: str) -> None:
+        if not text:
+            return
+        self.emitted = True
+        if self._events and isinstance(self._events[-1], TextDelta):
+            self._events[-1] = TextDelta(self._events[-1].text + text)
+        else:
+            self._events.append(TextDelta(text))
+
+    def start(self, name: str) -> int:
+        index, self.calls = self.calls, self.calls + 1
+        self.emitted = True
+        self._events.append(CallStart(index, new_call_id(), name))
+        return index
+
+    def arguments(self, index: int, fragment: str) -> None:
+        last = self._events[-1] if self._events else None
+        if isinstance(last, CallArguments) and last.index == index:
+            self._events[-1] = CallArguments(index, last.fragment + fragment)
+        else:
+            self._events.append(CallArguments(index, fragment))
+
+    def take(self) -> list[ReplyEvent]:
+        events, self._events = self._events, []
+        return events
+
+
+class _Call:
+    """One call object being read: its arguments wait for its name."""
+
+    def __init__(self, out: _Events):
+        self.out = out
+        self.index: int | None = None
+        self.held: list[str] = []
+        self.has_arguments = False
+
+    def named(self, name: str) -> None:
+        if self.index is None:
+            self.index = self.out.start(name)
+            if self.held:
+                self.out.arguments(self.index, "".join(self.held))
+
+    def arguments(self, fragment: str) -> None:
+        self.has_arguments = True
+        if self.index is None:
+            self.held.append(fragment)
+        else:
+            self.out.arguments(self.index, fragment)
+
+    def close(self) -> None:
+        if self.index is None:
+            raise JsonSyntax("an object without a name is not a call")
+        if not self.has_arguments:
+            self.out.arguments(self.index, "{}")
+
+
+def read_call(c: str | None, out: _Events, argument_keys: tuple[str, ...]) -> Reader:
+    """One call object `{"name": ..., "arguments": ...}` (any member order) starting at `c`."""
+    if c != "{":
+        raise JsonSyntax(f"expected a call object, found {c!r}")
+    call = _Call(out)
+    c = yield from skip_whitespace((yield))
+    if c == "}":
+        call.close()
+    while c is not None:
+        key: list[str] = []
+        c = yield from read_object_key(c, key)
+        if key == ["name"] and c == '"':
+            name: list[str] = []
+            c = yield from read_string(c, name.append, lambda: call.named("".join(name)))
+        elif key[0] in argument_keys and c == '"':  # arguments written as a JSON string: its text
+            c = yield from read_string(c, call.arguments)
+        elif key[0] in argument_keys:
+            c = yield from read_raw_value(c, call.arguments)
+        else:
+            c = yield from read_raw_value(c, _ignore)
+        c = yield from after_member(c, "}")
+        if c == "":
+            call.close()
+            return (yield)
+    return None
+
+
+def read_calls(c: str | None, out: _Events, argument_keys: tuple[str, ...]) -> Reader:
+    """A JSON array of call objects starting at `c` ("[")."""
+    c = yield from skip_whitespace((yield))
+    if c == "]":
+        return (yield)
+    while c is not None:
+        c = yield from read_call(c, out, argument_keys)
+        c = yield from after_member(c, "]")
+        if c == "":
+            return (yield)
+    return None
+
+
+def _ignore(_: str) -> None:
+    pass
+
+
+class _Driven(_Events):
+    """Feeds characters to the `_run` generator; `_queue` lets it read text again (push back)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: deque[str] = deque()
+        self._done = False
+        self._run_gen = self._run()
+        next(self._run_gen)
+
+    def feed(self, text: str) -> list[ReplyEvent]:
+        self._queue.extend(text)
+        self._pump()
+        return self.take()
+
+    def finish(self) -> list[ReplyEvent]:
+        self._pump()
+        self._send(None)
+        return self.take()
+
+    def _pump(self) -> None:
+        while self._queue:
+            self._send(self._queue.popleft())
+
+    def _send(self, c: str | None) -> None:
+        if self._done:
+            return
+        self._seen(c)
+        try:
+            self._run_gen.send(c)
+        except StopIteration:
+            self._done = True
+
+    def _seen(self, c: str | None) -> None:
+        pass
+
+    def _run(self) -> Reader:
+        raise NotImplementedError
+
+
+class NativeParser(_Driven):
+    def __init__(self, fmt: ToolFormat):
+        self.fmt = fmt
+        self._keys = tuple(dict.fromkeys((fmt.arguments_key, "arguments", "parameters")))
+        self._raw: list[str] | None = None  # the current call block's text, in case it is not a call
+        self._held_space = ""  # whitespace not yet known to be text (it is dropped next to a call)
+        self._space_before = ""  # what was held when a trigger came
+        self._after_call = False
+        super().__init__()
+
+    def _seen(self, c: str | None) -> None:
+        if self._raw is not None and c is not None:
+            self._raw.append(c)
+
+    def _run(self) -> Reader:
+        c = yield
+        while True:
+            if not (yield from self._text_until_trigger(c)):
+                if not self.calls:
+                    self.text(self._held_space)
+                return None
+            before, self._raw, space = self.calls, [self.fmt.marker], self._space_before
+            try:
+                c = yield from self._block((yield))
+            except JsonSyntax:
+                raw, self._raw = "".join(self._raw), None
+                if self.calls == before:  # not a call after all: it was text, and so was the space before it
+                    self._held_space = space
+                    self._text(raw)
+                c = yield
+                continue
+            self._raw = None
+            self._after_call = True
+            if c is None:
+                return None
+
+    def _text_until_trigger(self, c: str | None) -> Reader:
+        """Text up to the trigger (True, its call text pushed back), or to the end (False)."""
+        trigger, pending = self.fmt.trigger, ""
+        while c is not None:
+            candidate = pending + c
+            if trigger.startswith(candidate):
+                pending = candidate
+                if pending == trigger:
+                    self._space_before, self._held_space = self._held_space, ""
+                    self._queue.extendleft(reversed(trigger[len(self.fmt.marker):]))
+                    return True
+            else:
+                keep = _partial_trigger(candidate, trigger)
+                self._text(candidate[: len(candidate) - keep])
+                pending = candidate[len(candidate) - keep:]
+            c = yield
+        self._text(pending)
+        return False
+
+    def _block(self, c: str | None) -> Reader:
+        """After the marker: one call object or an array of them, then the end marker."""
+        c = yield from skip_whitespace(c)
+        if c == "[":
+            c = yield from read_calls(c, self, self._keys)
+        else:
+            c = yield from read_call(c, self, self._keys)
+        if not self.fmt.end_marker or c is None:
+            return c
+        c = yield from skip_whitespace(c)
+        for number, expected in enumerate(self.fmt.end_marker):
+            if c != expected:  # not the end marker: what came is text
+                self._queue.extendleft(reversed(self.fmt.end_marker[:number] + (c or "")))
+                return (yield)
+            c = yield
+        return c
+
+    def _text(self, text: str) -> None:
+        body = text.rstrip(WHITESPACE)
+        if not body:
+            self._held_space += text
+            return
+        if self._after_call:
+            body, self._after_call = body.lstrip(WHITESPACE), False
+        else:
+            body = self._held_space + body
+        self.text(body)
+        self._held_space = text[len(text.rstrip(WHITESPACE)):]
+
+
+def _partial_trigger(text: str, trigger: str) -> int:
+    """The length of the longest end of `text` that is a start of `trigger`."""
+    for length in range(min(len(trigger) - 1, len(text)), 0, -1):
+        if text.endswith(trigger[:length]):
+            return length
+    return 0
+
+
+class GenericParser(_Driven):
+    """The generic format's JSON reply: `{"content": "..."}` or `{"tool_calls": [...]}`."""
+
+    def __init__(self) -> None:
+        self._raw: list[str] = []
+        super().__init__()
+
+    def _seen(self, c: str | None) -> None:
+        if c is not None:
+            self._raw.append(c)
+
+    def _run(self) -> Reader:
+        c = yield from skip_whitespace((yield))
+        if c == "{":
+            try:
+                c = yield from self._reply(c)
+                c = yield from skip_whitespace(c)
+            except JsonSyntax:
+                if not self.emitted:
+                    self.text("".join(self._raw).lstrip(WHITESPACE))
+                c = yield
+        while c is not None:  # not JSON (no constraint): plain text
+            self.text(c)
+            c = yield
+        return None
+
+    def _reply(self, c: str) -> Reader:
+        c = yield from skip_whitespace((yield))
+        if c == "}":
+            return (yield)
+        while c is not None:
+            key: list[str] = []
+            c = yield from read_object_key(c, key)
+            if key == ["content"] and c == '"':
+                c = yield from read_string(c, self.text)
+            elif key == ["tool_calls"] and c == "[":
+                c = yield from read_calls(c, self, ("arguments",))
+            else:
+                c = yield from read_raw_value(c, _ignore)
+            c = yield from after_member(c, "}")
+            if c == "":
+                return (yield)
+        return None

@@ -7,11 +7,20 @@ A parameter that cannot be honoured is refused (400 naming it), never silently i
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from api.protocol_chat import (
+    ChatMessage,
+    TextPart,
+    ToolChoiceField,
+    ToolDefinition,
+    check_tool_request,
+    to_conversation,
+)
 from errors import UnsupportedParameter
+from models.conversation import Conversation
 from models.interfaces import SamplingParams
 
 MAX_TOKENS_CAP = 1 << 20  # past any context window; a larger value is a client bug
@@ -110,20 +119,7 @@ class SamplingRequest(BaseModel):
 # ---- chat ----------------------------------------------------------------------------------
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = Field(None, max_length=64)
-
-    def text(self) -> str:
-        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+__all__ = ["ChatMessage", "TextPart"]  # chat messages and tools: api/protocol_chat.py
 
 
 class ResponseFormat(BaseModel):
@@ -136,11 +132,12 @@ class ChatCompletionRequest(SamplingRequest):
     response_format: ResponseFormat | None = Field(None, description="Only `{\"type\": \"text\"}`.")
     logprobs: bool | None = Field(None, description="Not supported; only false.")
     top_logprobs: int | None = Field(None, description="Not supported.")
-    tools: list[Any] | None = Field(None, description="Not supported.")
-    tool_choice: Any = Field(None, description="Not supported; only `none`.")
-    functions: list[Any] | None = Field(None, description="Not supported.")
-    function_call: Any = Field(None, description="Not supported.")
-    parallel_tool_calls: bool | None = Field(None, description="Accepted only without tools.")
+    tools: list[ToolDefinition] | None = Field(None, description="Function tools; their `parameters` are enforced.")
+    tool_choice: ToolChoiceField = Field(
+        None, description='`"none"`, `"auto"` (the default with tools), `"required"`, or `{"type": "function", "function": {"name": ...}}`.')
+    functions: list[Any] | None = Field(None, description="Deprecated by OpenAI; refused: send `tools`.")
+    function_call: Any = Field(None, description="Deprecated by OpenAI; refused: send `tool_choice`.")
+    parallel_tool_calls: bool | None = Field(None, description="false: at most one tool call (default true).")
 
     model_config = ConfigDict(
         extra="forbid",
@@ -161,11 +158,7 @@ class ChatCompletionRequest(SamplingRequest):
     def _refuse_chat_extras(self) -> "ChatCompletionRequest":
         if self.logprobs or self.top_logprobs is not None:
             raise UnsupportedParameter("logprobs are not available from GPT4All", param="logprobs" if self.logprobs else "top_logprobs")
-        for name in ("tools", "functions", "function_call"):
-            if getattr(self, name):
-                raise UnsupportedParameter(f"{name} (function calling) is not supported", param=name)
-        if self.tool_choice not in (None, "none"):
-            raise UnsupportedParameter("tool_choice is not supported", param="tool_choice")
+        check_tool_request(self.messages, self.tools, self.tool_choice, self.functions, self.function_call)
         if self.response_format is not None and self.response_format.type != "text":
             raise UnsupportedParameter("only response_format {\"type\": \"text\"} is supported", param="response_format")
         if self.max_tokens is not None and self.max_completion_tokens is not None and self.max_tokens != self.max_completion_tokens:
@@ -176,9 +169,18 @@ class ChatCompletionRequest(SamplingRequest):
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    def to_conversation(self) -> Conversation:
+        return to_conversation(self.messages, self.tools, self.tool_choice, self.parallel_tool_calls)
+
     def plain_messages(self) -> list[dict[str, str]]:
-        # "developer" is OpenAI's newer name for the system role.
-        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
+        """The messages as role/content dicts, for the prompt path that knows no tools (until it takes a
+        Conversation): a request with tools or tool calls in its history is refused here, as before."""
+        conversation = self.to_conversation()
+        if conversation.tools:
+            raise UnsupportedParameter("tools (function calling) are not supported yet", param="tools")
+        if any(m.tool_calls or m.role == "tool" for m in conversation.messages):
+            raise UnsupportedParameter("tool calls in messages are not supported yet", param="messages")
+        return [{"role": m.role, "content": m.content or ""} for m in conversation.messages]
 
 
 class CompletionRequest(SamplingRequest):

@@ -2,17 +2,24 @@
 
 Names and shapes follow OpenAI's own. The routes build nothing themselves: `chat_chunks`,
 `completion_chunks`, `chat_completion` and `text_completion` turn the generation service's
-output into these models, streamed or whole.
+output into these models, streamed or whole. A chat reply parsed into ReplyEvents (text and tool
+calls, models/tool_parser.py) goes through `ChatChoiceStream` (chunks) or `chat_completion(...,
+parsers=...)` (the whole message); both give the same message, as the `openai` SDK accumulates it.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Callable, Literal
 
 from pydantic import BaseModel, Field, model_serializer
 
+from models.conversation import CallStart, ReplyEvent, TextDelta
 from models.interfaces import GenerationOutcome
+from models.tool_parser import ReplyParser
+
+ChatFinishReason = Literal["stop", "length", "tool_calls"]
+
 
 class PromptTokensDetails(BaseModel):
     cached_tokens: int = Field(0, description="Prompt tokens reused from a cached context instead of evaluated.")
@@ -31,15 +38,39 @@ class UsageInfo(BaseModel):
         self.prompt_tokens_details.cached_tokens += cached_tokens
 
 
+def _without_none(handler, value) -> dict:
+    """OpenAI leaves out the keys a delta (or an optional part) does not carry."""
+    return {k: v for k, v in handler(value).items() if v is not None}
+
+
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str = Field(..., description="The arguments' JSON text, as generated (valid against the tool's parameters).")
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None = Field(..., description="null when the reply is only tool calls.")
+    tool_calls: list[ToolCallOut] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_no_calls(self, handler):  # `content: null` stays; `tool_calls` only when there are some
+        data = handler(self)
+        if data.get("tool_calls") is None:
+            data.pop("tool_calls", None)
+        return data
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    finish_reason: Literal["stop", "length"] | None
+    finish_reason: ChatFinishReason | None
     logprobs: None = None
 
 
@@ -53,19 +84,42 @@ class ChatCompletion(BaseModel):
     system_fingerprint: str | None = None
 
 
+class DeltaFunction(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler):
+        return _without_none(handler, self)
+
+
+class DeltaToolCall(BaseModel):
+    """A call's first delta has `id`, `type` and `function.name` (arguments ""); later ones only arguments."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunction
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler):
+        return _without_none(handler, self)
+
+
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
     @model_serializer(mode="wrap")
     def _omit_unset(self, handler):  # OpenAI sends only the keys a delta carries
-        return {k: v for k, v in handler(self).items() if v is not None}
+        return _without_none(handler, self)
 
 
 class ChatChunkChoice(BaseModel):
     index: int
     delta: DeltaMessage
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: ChatFinishReason | None = None
     logprobs: None = None
 
 
@@ -147,10 +201,85 @@ def completion_chunks(completion_id: str, model: str, index: int, text: str, fin
     return [Completion(id=completion_id, model=model, choices=[CompletionChoice(index=index, text=text, finish_reason=reason)])]
 
 
-def chat_completion(completion_id: str, model: str, results: Results, usage: UsageInfo) -> ChatCompletion:
-    choices = [ChatChoice(index=i, message=AssistantMessage(content=text), finish_reason=outcome.finish_reason)
-               for i, (text, outcome) in enumerate(results)]
+def chat_completion(completion_id: str, model: str, results: Results, usage: UsageInfo,
+                    parsers: Callable[[], ReplyParser] | None = None) -> ChatCompletion:
+    """`parsers`: makes each choice's reply parser (ChatPlan.parser); None: every reply is plain text."""
+    choices = []
+    for i, (text, outcome) in enumerate(results):
+        if parsers is None:
+            message, reason = AssistantMessage(content=text), outcome.finish_reason
+        else:
+            parser = parsers()
+            message = assistant_message(parser.feed(text) + parser.finish())
+            reason = finish_reason(outcome, parser.calls)
+        choices.append(ChatChoice(index=i, message=message, finish_reason=reason))
     return ChatCompletion(id=completion_id, model=model, choices=choices, usage=usage)
+
+
+def assistant_message(events: list[ReplyEvent]) -> AssistantMessage:
+    """A whole reply's events as its message: the text (null when there are only calls), then the calls."""
+    text: list[str] = []
+    calls: list[ToolCallOut] = []
+    arguments: list[list[str]] = []
+    for event in events:
+        if isinstance(event, TextDelta):
+            text.append(event.text)
+        elif isinstance(event, CallStart):
+            calls.append(ToolCallOut(id=event.id, function=FunctionCallOut(name=event.name, arguments="")))
+            arguments.append([])
+        else:
+            arguments[event.index].append(event.fragment)
+    for call, fragments in zip(calls, arguments):
+        call.function.arguments = "".join(fragments)
+    content = "".join(text) if text or not calls else None
+    return AssistantMessage(content=content, tool_calls=calls or None)
+
+
+def finish_reason(outcome: GenerationOutcome, calls: int) -> ChatFinishReason:
+    """"tool_calls" when the reply made calls and ended as the model chose; a reply cut short stays "length"."""
+    return "tool_calls" if calls and outcome.finish_reason == "stop" else outcome.finish_reason
+
+
+class ChatChoiceStream:
+    """One streamed choice whose reply is parsed into text and tool calls: its text deltas in, chunks out.
+
+    The role comes with the first event: `{"role", "content": ""}` before text (as a plain reply
+    streams), or in the first call's delta when the reply starts with a call, so that the `openai`
+    SDK accumulates `content: null` for a reply of calls only, as the whole message has it."""
+
+    def __init__(self, completion_id: str, model: str, index: int, parser: ReplyParser):
+        self.completion_id, self.model, self.index, self.parser = completion_id, model, index, parser
+        self._started = False
+
+    def chunks(self, text: str, finish: GenerationOutcome | None = None) -> list[ChatCompletionChunk]:
+        events = self.parser.feed(text) if text else []
+        if finish is not None:
+            events += self.parser.finish()
+        deltas = [self._delta(event) for event in events]
+        if not self._started and (deltas or finish is not None):
+            self._started = True
+            if deltas and deltas[0].tool_calls:
+                deltas[0].role = "assistant"
+            else:
+                deltas.insert(0, DeltaMessage(role="assistant", content=""))
+        out = [self._chunk(delta) for delta in deltas]
+        if finish is not None:
+            out.append(self._chunk(DeltaMessage(), finish_reason(finish, self.parser.calls)))
+        return out
+
+    def _delta(self, event: ReplyEvent) -> DeltaMessage:
+        if isinstance(event, TextDelta):
+            return DeltaMessage(content=event.text)
+        if isinstance(event, CallStart):
+            call = DeltaToolCall(index=event.index, id=event.id, type="function",
+                                 function=DeltaFunction(name=event.name, arguments=""))
+        else:
+            call = DeltaToolCall(index=event.index, function=DeltaFunction(arguments=event.fragment))
+        return DeltaMessage(tool_calls=[call])
+
+    def _chunk(self, delta: DeltaMessage, reason: ChatFinishReason | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=self.completion_id, model=self.model,
+                                   choices=[ChatChunkChoice(index=self.index, delta=delta, finish_reason=reason)])
 
 
 def text_completion(completion_id: str, model: str, results: Results, usage: UsageInfo, prefixes: list[str]) -> Completion:

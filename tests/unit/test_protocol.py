@@ -97,9 +97,8 @@ def test_stop_may_be_a_string_or_list_and_becomes_a_tuple_for_the_engine():
     [
         ({"logprobs": True}, "logprobs"),
         ({"top_logprobs": 3}, "top_logprobs"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
-        ({"tool_choice": "auto"}, "tool_choice"),
         ({"functions": [{"name": "f"}]}, "functions"),
+        ({"function_call": "auto"}, "function_call"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
         ({"seed": 42, "temperature": 0.7}, "seed"),
@@ -185,12 +184,22 @@ def test_messages_accept_text_parts_and_developer_role():
     assert request.plain_messages() == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
 
 
+def test_the_plain_prompt_path_still_refuses_tools_and_tool_history():
+    # Until the route takes a Conversation: what it cannot render is refused, as before, naming it.
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    assert refused(lambda: chat(tools=tools).plain_messages()).param == "tools"
+    history = MESSAGES + [{"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function",
+                                                                "function": {"name": "f", "arguments": "{}"}}]}]
+    assert refused(lambda: parse(ChatCompletionRequest, {"messages": history}).plain_messages()).param == "messages"
+
+
 @pytest.mark.parametrize(
     "messages, param_prefix",
     [
         ([], "messages"),
-        ([{"role": "tool", "content": "x"}], "messages.0.role"),
-        ([{"role": "user"}], "messages.0.content"),
+        ([{"role": "tool", "content": "x"}], "messages[0].tool_call_id"),
+        ([{"role": "function", "content": "x"}], "messages.0.role"),
+        ([{"role": "user"}], "messages[0].content"),
         ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], "messages.0.content"),
         ("hello", "messages"),
     ],

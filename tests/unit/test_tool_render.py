@@ -62,6 +62,7 @@ def rendered(chat_format: ChatFormat, conversation: Conversation) -> str:
     ("hermes-2-pro-llama-3-8b.jinja", HERMES),
     ("hermes-3-llama-3.1-tool_use.jinja", HERMES),
     ("llama-3.1-8b-instruct.jinja", LLAMA3),
+    ("llama-3.2-3b-instruct-gguf.jinja", LLAMA3),
     ("mistral-7b-instruct-v0.3.jinja", MISTRAL),
     ("mistral-7b-instruct-v0.1-gguf.jinja", GENERIC),
 ])
@@ -133,9 +134,10 @@ def test_llama3_gets_one_call_per_assistant_message():
     two = Message("assistant", None, (CALL, ToolCall("call_2", "get_time", "{}")))
     conversation = Conversation(ROUND_TRIP[:2] + (two,) + ROUND_TRIP[3:]
                                 + (Message("tool", "12:00", tool_call_id="call_2", name="get_time"),), (WEATHER, TIME))
-    prompt = rendered(template("llama-3.1-8b-instruct.jinja"), conversation)  # the template raises on two calls in one
-    assert '{"name": "get_weather", "parameters": {"city": "Paris"}}' in prompt
-    assert '{"name": "get_time", "parameters": {}}' in prompt
+    for name in ("llama-3.1-8b-instruct.jinja", "llama-3.2-3b-instruct-gguf.jinja"):  # both raise on two calls in one
+        prompt = rendered(template(name), conversation)
+        assert '{"name": "get_weather", "parameters": {"city": "Paris"}}<|eot_id|>' in prompt
+        assert '{"name": "get_time", "parameters": {}}<|eot_id|>' in prompt
 
 
 def test_tool_choice_none_shows_no_tools_but_keeps_the_history():

@@ -47,37 +47,42 @@ def read_string(c: str | None, emit: Emit, done: Callable[[], None] | None = Non
             if done is not None:
                 done()
             return (yield)
-        if c != "\\":
-            if c < " ":
-                raise JsonSyntax("a control character inside a string")
-            decoded = c
-        else:
-            c = yield
-            if c is None:
+        if c == "\\":
+            code = yield from _escape()
+            if code is None:
                 return None
-            if c == "u":
-                code = yield from _hex4()
-                if code is None:
-                    return None
-                if 0xD800 <= code < 0xDC00:
-                    if high is not None:
-                        emit(REPLACEMENT)
-                    high = code
-                    continue
-                if 0xDC00 <= code < 0xE000:
-                    decoded = chr(0x10000 + ((high - 0xD800) << 10) + (code - 0xDC00)) if high is not None else REPLACEMENT
-                    high = None
-                    emit(decoded)
-                    continue
-                decoded = chr(code)
-            elif c in ESCAPES:
-                decoded = ESCAPES[c]
-            else:
-                raise JsonSyntax(f"invalid escape \\{c}")
+        elif c < " ":
+            raise JsonSyntax("a control character inside a string")
+        else:
+            code = ord(c)
+        high = _decoded(code, high, emit)
+
+
+def _escape() -> Generator[None, "str | None", int | None]:
+    """After a backslash: the code point it stands for (None at the end of the input)."""
+    c = yield
+    if c is None:
+        return None
+    if c == "u":
+        return (yield from _hex4())
+    if c not in ESCAPES:
+        raise JsonSyntax(f"invalid escape \\{c}")
+    return ord(ESCAPES[c])
+
+
+def _decoded(code: int, high: int | None, emit: Emit) -> int | None:
+    """Emit `code`, pairing surrogates (`\\ud83d\\ude00` is one emoji); returns a high half left waiting."""
+    if 0xD800 <= code < 0xDC00:
         if high is not None:
             emit(REPLACEMENT)
-            high = None
-        emit(decoded)
+        return code
+    if 0xDC00 <= code < 0xE000:
+        emit(chr(0x10000 + ((high - 0xD800) << 10) + (code - 0xDC00)) if high is not None else REPLACEMENT)
+        return None
+    if high is not None:
+        emit(REPLACEMENT)
+    emit(chr(code))
+    return None
 
 
 def _hex4() -> Generator[None, "str | None", int | None]:

@@ -8,9 +8,10 @@
   Llama 3.1's refuse two calls in one message, so each call gets its own assistant message.
 - The generic format: the tools are described in the system message (appended to the caller's),
   with the instruction to answer with one JSON object. A template with no system role (Mistral
-  v0.1's refuses it) gets the system text, and the description, first in the first user message. Earlier calls are rendered as the JSON the model would have written,
-  and tool results as user messages (every template takes "user"; many refuse "tool"), merged with a
-  neighbouring user message so that templates that want alternating roles still get them.
+  v0.1's refuses it) gets the system text, and the description, first in the first user message.
+  Earlier calls are rendered as the JSON the model would have written, and tool results as user
+  messages (every template takes "user"; many refuse "tool"), merged with a neighbouring user
+  message so that templates that want alternating roles still get them.
 
 With `tool_choice: "none"` a native template is not shown the tools (a model shown tools but
 forbidden to call them writes broken calls as text), and the generic description is left out.

@@ -12,7 +12,7 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion as SdkCompletion
 from openai.types.chat import ChatCompletionChunk as SdkChunk
 
-import models.tool_parser
+import models.call_reader
 from api.protocol import ChatCompletionRequest
 from api.protocol_responses import ChatChoiceStream, UsageInfo, chat_completion
 from errors import InvalidRequest, UnsupportedParameter
@@ -160,7 +160,7 @@ def ids(monkeypatch):
     """Call ids from a counter, restarted for each way of answering, so that both give the same ids."""
     def restart():
         counter = itertools.count()
-        monkeypatch.setattr(models.tool_parser, "new_call_id", lambda: f"call_{next(counter):024d}")
+        monkeypatch.setattr(models.call_reader, "new_call_id", lambda: f"call_{next(counter):024d}")
     return restart
 
 

@@ -12,7 +12,7 @@ import secrets
 import string
 
 from models.conversation import CallArguments, CallStart, ReplyEvent, TextDelta
-from models.json_stream import JsonSyntax, Reader, after_member, read_object_key, read_raw_value, read_string, skip_whitespace
+from models.json_stream import JsonSyntax, Reader, Skip, after_member, read_object_key, read_raw_value, read_string, skip_whitespace
 
 ID_ALPHABET = string.ascii_letters + string.digits
 
@@ -23,38 +23,47 @@ def new_call_id() -> str:
 
 
 class Events:
-    """Collects events, merging neighbours of one kind, until `take()`."""
+    """Collects events until `take()`, neighbouring pieces of one text or one call's arguments as one
+    event (joined once: a whole reply fed at once is not copied again for every character)."""
 
     def __init__(self) -> None:
         self.calls = 0
         self.emitted = False  # any event at all, taken or not
         self._events: list[ReplyEvent] = []
+        self._kind: str | int | None = None  # "text", or the call whose arguments `_parts` holds
+        self._parts: list[str] = []
 
     def text(self, text: str) -> None:
-        if not text:
-            return
-        self.emitted = True
-        if self._events and isinstance(self._events[-1], TextDelta):
-            self._events[-1] = TextDelta(self._events[-1].text + text)
-        else:
-            self._events.append(TextDelta(text))
+        if text:
+            self.emitted = True
+            self._extend("text", text)
 
     def start(self, name: str) -> int:
         index, self.calls = self.calls, self.calls + 1
         self.emitted = True
+        self._flush()
         self._events.append(CallStart(index, new_call_id(), name))
         return index
 
     def arguments(self, index: int, fragment: str) -> None:
-        last = self._events[-1] if self._events else None
-        if isinstance(last, CallArguments) and last.index == index:
-            self._events[-1] = CallArguments(index, last.fragment + fragment)
-        else:
-            self._events.append(CallArguments(index, fragment))
+        self._extend(index, fragment)
 
     def take(self) -> list[ReplyEvent]:
+        self._flush()
         events, self._events = self._events, []
         return events
+
+    def _extend(self, kind: str | int, piece: str) -> None:
+        if kind != self._kind:
+            self._flush()
+            self._kind = kind
+        self._parts.append(piece)
+
+    def _flush(self) -> None:
+        if self._parts:
+            joined = "".join(self._parts)
+            self._events.append(TextDelta(joined) if self._kind == "text" else CallArguments(self._kind, joined))
+        self._kind, self._parts = None, []
 
 
 class _Call:
@@ -86,7 +95,7 @@ class _Call:
             self.out.arguments(self.index, "{}")
 
 
-def read_call(c: str | None, out: Events, argument_keys: tuple[str, ...]) -> Reader:
+def read_call(c: str | None, out: Events, argument_keys: tuple[str, ...], skip: Skip | None = None) -> Reader:
     """One call object `{"name": ..., "arguments": ...}` (any member order) starting at `c`."""
     if c != "{":
         raise JsonSyntax(f"expected a call object, found {c!r}")
@@ -103,7 +112,7 @@ def read_call(c: str | None, out: Events, argument_keys: tuple[str, ...]) -> Rea
         elif key[0] in argument_keys and c == '"':  # arguments written as a JSON string: its text
             c = yield from read_string(c, call.arguments)
         elif key[0] in argument_keys:
-            c = yield from read_raw_value(c, call.arguments)
+            c = yield from read_raw_value(c, call.arguments, skip)
         else:
             c = yield from read_raw_value(c, ignore)
         c = yield from after_member(c, "}")
@@ -113,13 +122,13 @@ def read_call(c: str | None, out: Events, argument_keys: tuple[str, ...]) -> Rea
     return None
 
 
-def read_calls(c: str | None, out: Events, argument_keys: tuple[str, ...]) -> Reader:
+def read_calls(c: str | None, out: Events, argument_keys: tuple[str, ...], skip: Skip | None = None) -> Reader:
     """A JSON array of call objects starting at `c` ("[")."""
     c = yield from skip_whitespace((yield))
     if c == "]":
         return (yield)
     while c is not None:
-        c = yield from read_call(c, out, argument_keys)
+        c = yield from read_call(c, out, argument_keys, skip)
         c = yield from after_member(c, "]")
         if c == "":
             return (yield)

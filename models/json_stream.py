@@ -12,15 +12,22 @@ Malformed input raises `JsonSyntax`; a reply parser then decides what the text w
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Generator
 
 Reader = Generator[None, "str | None", "str | None"]
 Emit = Callable[[str], None]
+# `skip(pattern, emit)`: the driver may pass every character before a match of `pattern` to `emit`
+# at once instead of one by one (`skip(None)`: no longer); see tool_parser._Driven.
+Skip = Callable[["re.Pattern | None", "Emit | None"], None]
 
 WHITESPACE = " \t\n\r"
 ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 SCALAR_ENDS = ",}]" + WHITESPACE
 REPLACEMENT = "\ufffd"  # for a lone surrogate: it could not be encoded as UTF-8
+PLAIN_STRING = re.compile(r'["\\\x00-\x1f]')  # what ends a run of characters that stand for themselves
+RAW_STRING = re.compile(r'["\\]')
+RAW_CONTAINER = re.compile(r'["{}\[\]]')
 
 
 class JsonSyntax(ValueError):
@@ -33,12 +40,16 @@ def skip_whitespace(c: str | None) -> Reader:
     return c
 
 
-def read_string(c: str | None, emit: Emit, done: Callable[[], None] | None = None) -> Reader:
+def read_string(c: str | None, emit: Emit, done: Callable[[], None] | None = None, skip: Skip | None = None) -> Reader:
     """A JSON string starting at its quote `c`: each decoded character to `emit`, `done()` at its close."""
     _expect(c, '"')
     high: int | None = None  # a high surrogate waiting for its low half
     while True:
+        if skip is not None and high is None:
+            skip(PLAIN_STRING, emit)
         c = yield
+        if skip is not None:
+            skip(None, None)
         if c is None:
             return None
         if c == '"':
@@ -98,15 +109,15 @@ def _hex4() -> Generator[None, "str | None", int | None]:
         raise JsonSyntax(f"invalid \\u escape {digits!r}") from None
 
 
-def read_raw_value(c: str | None, emit: Emit) -> Reader:
+def read_raw_value(c: str | None, emit: Emit, skip: Skip | None = None) -> Reader:
     """One JSON value of any kind starting at `c`, passed to `emit` as written (its structure checked
     only as far as finding where it ends)."""
     if c is None:
         return None
     if c in "{[":
-        return (yield from _raw_container(c, emit))
+        return (yield from _raw_container(c, emit, skip or _no_skip))
     if c == '"':
-        return (yield from _raw_string(c, emit))
+        return (yield from _raw_string(c, emit, skip or _no_skip))
     if c in SCALAR_ENDS or c == ":":
         raise JsonSyntax(f"a value cannot start with {c!r}")
     while c is not None and c not in SCALAR_ENDS:  # a number, true, false or null
@@ -115,15 +126,17 @@ def read_raw_value(c: str | None, emit: Emit) -> Reader:
     return c
 
 
-def _raw_container(c: str, emit: Emit) -> Reader:
+def _raw_container(c: str, emit: Emit, skip: Skip) -> Reader:
     closers = ["}" if c == "{" else "]"]
     emit(c)
     while closers:
+        skip(RAW_CONTAINER, emit)
         c = yield
+        skip(None, None)
         if c is None:
             return None
         if c == '"':
-            if not (yield from _raw_string_body(emit)):
+            if not (yield from _raw_string_body(emit, skip)):
                 return None
             continue
         emit(c)
@@ -135,19 +148,22 @@ def _raw_container(c: str, emit: Emit) -> Reader:
     return (yield)
 
 
-def _raw_string(c: str, emit: Emit) -> Reader:
-    if not (yield from _raw_string_body(emit)):
+def _raw_string(c: str, emit: Emit, skip: Skip) -> Reader:
+    if not (yield from _raw_string_body(emit, skip)):
         return None
     return (yield)
 
 
-def _raw_string_body(emit: Emit) -> Generator[None, "str | None", bool]:
+def _raw_string_body(emit: Emit, skip: Skip) -> Generator[None, "str | None", bool]:
     """After an opening quote (not yet emitted): the string as written, through its closing quote
     (True), or to the end of the input (False)."""
     emit('"')
     escaped = False
     while True:
+        if not escaped:
+            skip(RAW_STRING, emit)
         c = yield
+        skip(None, None)
         if c is None:
             return False
         emit(c)
@@ -157,6 +173,10 @@ def _raw_string_body(emit: Emit) -> Generator[None, "str | None", bool]:
             escaped = True
         elif c == '"':
             return True
+
+
+def _no_skip(pattern: re.Pattern | None, emit: Emit | None) -> None:
+    pass
 
 
 def read_object_key(c: str | None, into: list[str]) -> Reader:

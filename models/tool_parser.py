@@ -25,8 +25,8 @@ what it seemed is kept: a trigger followed by anything but a call object is text
 
 from __future__ import annotations
 
-from collections import deque
-from typing import Protocol
+import re
+from typing import Callable, Protocol
 
 from models.call_reader import Events, ignore, new_call_id, read_call, read_calls
 from models.conversation import Conversation, ReplyEvent, TextDelta
@@ -63,17 +63,20 @@ class PlainParser:
 
 
 class _Driven(Events):
-    """Feeds characters to the `_run` generator; `_queue` lets it read text again (push back)."""
+    """Feeds characters to the `_run` generator, which may read text again (`_push_back`) and may say
+    that, until a character matching a pattern, every character goes unchanged to one sink (`_skip`):
+    plain text and plain string content then pass in slices, not one generator step per character."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._queue: deque[str] = deque()
+        self._buffer, self._at = "", 0
+        self._fast: tuple[re.Pattern, Callable[[str], None]] | None = None
         self._done = False
         self._run_gen = self._run()
         next(self._run_gen)
 
     def feed(self, text: str) -> list[ReplyEvent]:
-        self._queue.extend(text)
+        self._buffer, self._at = self._buffer[self._at:] + text, 0
         self._pump()
         return self.take()
 
@@ -83,19 +86,36 @@ class _Driven(Events):
         return self.take()
 
     def _pump(self) -> None:
-        while self._queue:
-            self._send(self._queue.popleft())
+        while self._at < len(self._buffer):
+            if self._fast is not None:
+                pattern, sink = self._fast
+                found = pattern.search(self._buffer, self._at)
+                end = found.start() if found else len(self._buffer)
+                if end > self._at:
+                    piece, self._at = self._buffer[self._at:end], end
+                    self._seen(piece)
+                    sink(piece)
+                    continue
+            self._at += 1
+            self._send(self._buffer[self._at - 1])
+
+    def _push_back(self, text: str) -> None:
+        self._buffer, self._at = text + self._buffer[self._at:], 0
+
+    def _skip(self, pattern: re.Pattern | None, sink: Callable[[str], None] | None) -> None:
+        self._fast = None if pattern is None else (pattern, sink)
 
     def _send(self, c: str | None) -> None:
         if self._done:
             return
-        self._seen(c)
+        if c is not None:
+            self._seen(c)
         try:
             self._run_gen.send(c)
         except StopIteration:
             self._done = True
 
-    def _seen(self, c: str | None) -> None:
+    def _seen(self, text: str) -> None:
         pass
 
     def _run(self) -> Reader:
@@ -109,12 +129,13 @@ class NativeParser(_Driven):
         self._raw: list[str] | None = None  # the current call block's text, in case it is not a call
         self._held_space = ""  # whitespace not yet known to be text (it is dropped next to a call)
         self._space_before = ""  # what was held when a trigger came
+        self._trigger_start = re.compile(re.escape(fmt.trigger[0]))
         self._after_call = False
         super().__init__()
 
-    def _seen(self, c: str | None) -> None:
-        if self._raw is not None and c is not None:
-            self._raw.append(c)
+    def _seen(self, text: str) -> None:
+        if self._raw is not None:
+            self._raw.append(text)
 
     def _run(self) -> Reader:
         c = yield
@@ -147,13 +168,16 @@ class NativeParser(_Driven):
                 pending = candidate
                 if pending == trigger:
                     self._space_before, self._held_space = self._held_space, ""
-                    self._queue.extendleft(reversed(trigger[len(self.fmt.marker):]))
+                    self._push_back(trigger[len(self.fmt.marker):])
                     return True
             else:
                 keep = _partial_trigger(candidate, trigger)
                 self._text(candidate[: len(candidate) - keep])
                 pending = candidate[len(candidate) - keep:]
+            if not pending:  # up to the trigger's first character, all is text
+                self._skip(self._trigger_start, self._text)
             c = yield
+            self._skip(None, None)
         self._text(pending)
         return False
 
@@ -161,15 +185,15 @@ class NativeParser(_Driven):
         """After the marker: one call object or an array of them, then the end marker."""
         c = yield from skip_whitespace(c)
         if c == "[":
-            c = yield from read_calls(c, self, self._keys)
+            c = yield from read_calls(c, self, self._keys, self._skip)
         else:
-            c = yield from read_call(c, self, self._keys)
+            c = yield from read_call(c, self, self._keys, self._skip)
         if not self.fmt.end_marker or c is None:
             return c
         c = yield from skip_whitespace(c)
         for number, expected in enumerate(self.fmt.end_marker):
             if c != expected:  # not the end marker: what came is text
-                self._queue.extendleft(reversed(self.fmt.end_marker[:number] + (c or "")))
+                self._push_back(self.fmt.end_marker[:number] + (c or ""))
                 return (yield)
             c = yield
         return c
@@ -202,9 +226,8 @@ class GenericParser(_Driven):
         self._raw: list[str] = []
         super().__init__()
 
-    def _seen(self, c: str | None) -> None:
-        if c is not None:
-            self._raw.append(c)
+    def _seen(self, text: str) -> None:
+        self._raw.append(text)
 
     def _run(self) -> Reader:
         c = yield from skip_whitespace((yield))
@@ -229,9 +252,9 @@ class GenericParser(_Driven):
             key: list[str] = []
             c = yield from read_object_key(c, key)
             if key == ["content"] and c == '"':
-                c = yield from read_string(c, self.text)
+                c = yield from read_string(c, self.text, skip=self._skip)
             elif key == ["tool_calls"] and c == "[":
-                c = yield from read_calls(c, self, ("arguments",))
+                c = yield from read_calls(c, self, ("arguments",), self._skip)
             else:
                 c = yield from read_raw_value(c, ignore)
             c = yield from after_member(c, "}")

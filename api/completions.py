@@ -18,14 +18,14 @@ from api import auth
 from api.generation import ChoiceEvent, GenerationService
 from api.http import DONE, SSE_HEADERS, app_context, json_response, parse_body, sse_data, sse_error, timing_headers
 from api.protocol import ChatCompletionRequest, CompletionRequest
+from api.protocol_logprobs import CompletionLogprobs
 from api.protocol_responses import (
+    ChatChoiceStream,
     ChatCompletionChunk,
     Completion,
-    CompletionLogprobs,
     ModelCard,
     ModelList,
     UsageInfo,
-    chat_chunks,
     chat_completion,
     completion_chunks,
     text_completion,
@@ -57,19 +57,20 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
     body = parse_body(request, ChatCompletionRequest)
     service = _service(request)
     model = service.resolve_model(body.model)
-    prompt = await service.chat_prompt(model, body.plain_messages())
-    jobs = service.submit(model, [prompt], body.sampling_params(), body.n, scope=_scope(request))
+    prompt, plan = await service.chat_prompt(model, body.to_conversation())
+    jobs = service.submit(model, [prompt], body.sampling_params(plan.constraint), body.n, scope=_scope(request))
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
+        choices = [ChatChoiceStream(cid, model.id, index, plan.parser()) for index in range(body.n)]
+
         def on_event(e: ChoiceEvent) -> list:
-            return chat_chunks(cid, model.id, e.index, e.text, first=e.first, finish=e.finish,
-                               logprobs=e.logprobs if body.logprobs else None)
+            return choices[e.index].chunks(e.text, e.finish, e.logprobs if body.logprobs else None)
 
         usage = partial(usage_chunk_of, ChatCompletionChunk, cid, model.id) if body.include_usage else None
         return await _stream(request, service, jobs, on_event, usage, body.n, "messages")
     results = await service.complete(jobs, "messages")
-    return json_response(chat_completion(cid, model.id, results, _usage(jobs, body.n), logprobs=bool(body.logprobs)),
-                         headers=timing_headers(jobs))
+    completion = chat_completion(cid, model.id, results, _usage(jobs, body.n), plan.parser, logprobs=bool(body.logprobs))
+    return json_response(completion, headers=timing_headers(jobs))
 
 
 @bp.post("/completions")

@@ -12,14 +12,17 @@ from dataclasses import dataclass, replace
 from typing import AsyncIterator
 
 from errors import ContextLengthExceeded, InvalidRequest, ServerError
+from models.chat_plan import ChatPlan, plan_chat
 from models.chat_template import ChatTemplateError, ChatTemplateLimit
+from models.conversation import Conversation
 from models.interfaces import GenerationOutcome, SamplingParams, TokenLogprobs
 from models.registry import ModelFile, ModelRegistry, ModelRegistryError
 from scheduler.generation import GenerationScheduler
 from scheduler.jobs import GenerationJob
 
 
-# GPT4All takes the prompt as a C string: a NUL would silently cut it there (and the template's end with it).
+# A NUL is no text a model was trained on, and C code downstream (llama.cpp's log, GPT4All's own calls in
+# the benchmarks) reads strings up to it: refused rather than passed on.
 NUL_MESSAGE = "text must not contain NUL characters (U+0000)"
 
 
@@ -63,13 +66,16 @@ class GenerationService:
         except ModelRegistryError as exc:  # several models and no MODEL_NAME, or none at all
             raise InvalidRequest(f"no default model: {exc}; or name one in `model`", param="model") from None
 
-    async def chat_prompt(self, model: ModelFile, messages: list[dict[str, str]]) -> str:
-        if any("\x00" in m["content"] for m in messages):
-            raise InvalidRequest(NUL_MESSAGE, param="messages")
+    async def chat_prompt(self, model: ModelFile, conversation: Conversation) -> tuple[str, ChatPlan]:
+        """The prompt for `conversation` in the model's own template, and its plan (tools' constraint, parsers)."""
+        for index, message in enumerate(conversation.messages):
+            if "\x00" in (message.content or ""):
+                raise InvalidRequest(NUL_MESSAGE, param=f"messages[{index}].content")
         # Read and trial-rendered once per file version (ModelLoadFailed if the template misbehaved then).
         chat_format = await asyncio.to_thread(self.registry.chat_format, model)
+        plan = plan_chat(conversation, chat_format)
         try:
-            return await self.registry.sandbox.render_async(chat_format, messages)
+            return await self.registry.sandbox.render_async(chat_format, plan.messages, plan.tools), plan
         except ChatTemplateLimit as exc:
             raise InvalidRequest(
                 f"the model's chat template was stopped on these messages: it {exc}", param="messages", code="chat_template_limit"

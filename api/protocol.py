@@ -7,12 +7,21 @@ A parameter that cannot be honoured is refused (400 naming it), never silently i
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from errors import UnsupportedParameter
+from api.protocol_chat import (
+    ChatMessage,
+    TextPart,
+    ToolChoiceField,
+    ToolDefinition,
+    check_tool_request,
+    to_conversation,
+)
 from api.structured_output import ResponseFormat
+from errors import UnsupportedParameter
+from models.conversation import Conversation
 from models.interfaces import Constraint, SamplingParams
 
 MAX_TOKENS_CAP = 1 << 20  # past any context window; a larger value is a client bug
@@ -128,20 +137,7 @@ class SamplingRequest(BaseModel):
 # ---- chat ----------------------------------------------------------------------------------
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = Field(None, max_length=64)
-
-    def text(self) -> str:
-        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+__all__ = ["ChatMessage", "TextPart"]  # chat messages and tools: api/protocol_chat.py
 
 
 class ChatCompletionRequest(SamplingRequest):
@@ -152,11 +148,12 @@ class ChatCompletionRequest(SamplingRequest):
         "with 400 naming the keyword that cannot be enforced.")
     logprobs: bool | None = Field(None, description="Return each generated token's log-probability (of the model's own distribution).")
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, description="With `logprobs`: the most likely alternatives per token (0-20).")
-    tools: list[Any] | None = Field(None, description="Not supported.")
-    tool_choice: Any = Field(None, description="Not supported; only `none`.")
-    functions: list[Any] | None = Field(None, description="Not supported.")
-    function_call: Any = Field(None, description="Not supported.")
-    parallel_tool_calls: bool | None = Field(None, description="Accepted only without tools.")
+    tools: list[ToolDefinition] | None = Field(None, description="Function tools; their `parameters` are enforced.")
+    tool_choice: ToolChoiceField = Field(
+        None, description='`"none"`, `"auto"` (the default with tools), `"required"`, or `{"type": "function", "function": {"name": ...}}`.')
+    functions: list[Any] | None = Field(None, description="Deprecated by OpenAI; refused: send `tools`.")
+    function_call: Any = Field(None, description="Deprecated by OpenAI; refused: send `tool_choice`.")
+    parallel_tool_calls: bool | None = Field(None, description="false: at most one tool call (default true).")
 
     model_config = ConfigDict(
         extra="forbid",
@@ -177,11 +174,11 @@ class ChatCompletionRequest(SamplingRequest):
     def _refuse_chat_extras(self) -> "ChatCompletionRequest":
         if self.top_logprobs is not None and not self.logprobs:
             raise UnsupportedParameter("top_logprobs needs logprobs: true", param="top_logprobs")
-        for name in ("tools", "functions", "function_call"):
-            if getattr(self, name):
-                raise UnsupportedParameter(f"{name} (function calling) is not supported", param=name)
-        if self.tool_choice not in (None, "none"):
-            raise UnsupportedParameter("tool_choice is not supported", param="tool_choice")
+        check_tool_request(self.messages, self.tools, self.tool_choice, self.functions, self.function_call)
+        if self.response_format is not None and self.response_format.type != "text" and self.tools \
+                and self.tool_choice != "none":
+            raise UnsupportedParameter("response_format cannot be combined with tools: the reply is constrained to "
+                                       "the tools' calls or to the schema, not both", param="response_format")
         if self.max_tokens is not None and self.max_completion_tokens is not None and self.max_tokens != self.max_completion_tokens:
             raise UnsupportedParameter("max_tokens and max_completion_tokens disagree", param="max_completion_tokens")
         return self
@@ -190,14 +187,14 @@ class ChatCompletionRequest(SamplingRequest):
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
-    def sampling_params(self) -> SamplingParams:
+    def sampling_params(self, tool_constraint: Constraint | None = None) -> SamplingParams:
+        """The engine's values; `tool_constraint`: what the tools ask of the reply (ChatPlan.constraint)."""
         logprobs = (self.top_logprobs or 0) if self.logprobs else None
         constraint = self.response_format.constraint() if self.response_format is not None else None
-        return self.to_sampling_params(self.token_limit, logprobs=logprobs, constraint=constraint)
+        return self.to_sampling_params(self.token_limit, logprobs=logprobs, constraint=constraint or tool_constraint)
 
-    def plain_messages(self) -> list[dict[str, str]]:
-        # "developer" is OpenAI's newer name for the system role.
-        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
+    def to_conversation(self) -> Conversation:
+        return to_conversation(self.messages, self.tools, self.tool_choice, self.parallel_tool_calls)
 
 
 class CompletionRequest(SamplingRequest):

@@ -92,13 +92,14 @@ def cut_short_notice(cut: CutShort) -> dict:
 
 
 def plain(chat: list[dict] | None) -> list[dict]:
-    """The chatbot's value as `{"role", "content": str}` dicts (Gradio hands content as parts)."""
+    """The chatbot's value as `{"role", "content": str}` dicts (Gradio hands content as parts; a
+    message without content, as an OpenAI-style tool-call message has, is empty text)."""
     def text(content: Any) -> str:
         if isinstance(content, str):
             return content
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return "".join(part.get("text", "") for part in content or () if isinstance(part, dict))
 
-    return [{"role": m["role"], "content": text(m["content"])} for m in chat or []]
+    return [{"role": m.get("role", "user"), "content": text(m.get("content"))} for m in chat or []]
 
 
 def model_messages(system: str, chat: list[dict]) -> list[dict]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, AsyncIterator
 
 from api import auth
 from gradio_ui.backend import CutShort
+from models.conversation import text_conversation
 from models.interfaces import SamplingParams
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ class SchedulerChatBackend:
         self.check_key(api_key)
         service = self.ctx.generation
         chosen = service.resolve_model(model or None)
-        prompt = await service.chat_prompt(chosen, messages)
+        prompt, _ = await service.chat_prompt(chosen, text_conversation(messages))
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature)
         jobs = service.submit(chosen, [prompt], params, 1, origin="ui", scope=auth.cache_scope(api_key or None))
         # Closed explicitly (not left to the garbage collector) when the UI stops reading early, so

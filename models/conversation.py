@@ -13,7 +13,7 @@ Nothing here knows HTTP or pydantic: plain frozen values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Iterable, Literal, Mapping
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -63,6 +63,20 @@ class Conversation:
     def calls_tools(self) -> bool:
         """Whether the reply may contain tool calls."""
         return bool(self.tools) and self.tool_choice.mode != "none"
+
+
+def text_conversation(messages: Iterable[Mapping[str, Any]]) -> Conversation:
+    """Plain `{"role", "content"}` dicts (the chat page's history) as a conversation without tools.
+
+    "developer" is "system"; a message of another role than system, user or assistant is left out
+    (a tool result is nothing without the call it answers, which plain dicts do not carry), and a
+    missing content is empty text."""
+    kept: list[Message] = []
+    for m in messages:
+        role = "system" if m.get("role") == "developer" else m.get("role")
+        if role in ("system", "user", "assistant"):
+            kept.append(Message(role, m.get("content") or ""))
+    return Conversation(tuple(kept))
 
 
 # ---- a reply, parsed: what the protocol layers turn into chunks or events -----------------------

@@ -126,7 +126,9 @@ def _read_chat_format(path: Path, _mtime: int, _size: int) -> ChatFormat:
     controls = _control_tokens(reader, tokens)
     if template is None:
         return ChatFormat(FALLBACK_CHATML, bos, eos, from_file=False, control_tokens=controls + CHATML_MARKERS)
-    return ChatFormat(template, bos, eos, control_tokens=controls)
+    # llama.cpp's converter writes a model's named templates beside the default one (Hermes 3: "tool_use").
+    tool_template = _string_field(reader, "tokenizer.chat_template.tool_use")
+    return ChatFormat(template, bos, eos, control_tokens=controls, tool_template=tool_template)
 
 
 def _control_tokens(reader, tokens) -> tuple[str, ...]:

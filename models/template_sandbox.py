@@ -11,8 +11,9 @@ worker processes (`models/template_worker.py`, which imports only jinja2 and the
   seconds at most; it also exits when its parent's end of the socket closes;
 * the output is streamed with `generate()` and cut past `max_chars`.
 
-Each thread of a small pool owns one worker, so a slow render holds up only its own thread. The
-worker answers with bytes (`o` + UTF-8 text, or `r`/`l` + a reason), never a pickle.
+Each thread of a small pool owns one worker, so a slow render holds up only its own thread. Both
+ways are bytes, never a pickle: the request is JSON (the template, its tokens, the defused messages
+and tools), the answer `o` + UTF-8 text, or `r`/`l` + a reason.
 
 Measured on the default model (SmolLM2's template, a chat of four short messages) on a 2-core
 machine with a load average of 8-12: a render through the sandbox takes 0.25 ms (median; p90
@@ -25,6 +26,7 @@ thread and after every kill; the time limit starts after that.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import threading
@@ -52,32 +54,37 @@ class TemplateSandbox:
         # Kills the workers on close(), when the sandbox is collected, or at exit: none outlives its sandbox.
         self._stop_workers = weakref.finalize(self, _stop, self._workers, self._lock)
 
-    def submit(self, chat_format: ChatFormat, messages: list[dict[str, str]]) -> Future:
-        """The rendered prompt, or ChatTemplateError (ChatTemplateLimit for a time, output or memory overrun)."""
-        return self._pool.submit(self._render, chat_format, list(messages))
+    def submit(self, chat_format: ChatFormat, messages: list[dict], tools: list[dict] | None = None) -> Future:
+        """The rendered prompt, or ChatTemplateError (ChatTemplateLimit for a time, output or memory overrun).
 
-    def render(self, chat_format: ChatFormat, messages: list[dict[str, str]]) -> str:
-        return self.submit(chat_format, messages).result()
+        `messages` and `tools` as Hugging Face templates take them (see models/chat_template.py)."""
+        return self._pool.submit(self._render, chat_format, list(messages), tools)
 
-    async def render_async(self, chat_format: ChatFormat, messages: list[dict[str, str]]) -> str:
-        return await asyncio.wrap_future(self.submit(chat_format, messages))
+    def render(self, chat_format: ChatFormat, messages: list[dict], tools: list[dict] | None = None) -> str:
+        return self.submit(chat_format, messages, tools).result()
+
+    async def render_async(self, chat_format: ChatFormat, messages: list[dict], tools: list[dict] | None = None) -> str:
+        return await asyncio.wrap_future(self.submit(chat_format, messages, tools))
 
     def close(self) -> None:
         self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._stop_workers()
 
-    def _render(self, chat_format: ChatFormat, messages: list[dict[str, str]]) -> str:
+    def _render(self, chat_format: ChatFormat, messages: list[dict], tools: list[dict] | None) -> str:
         # Defused here: the pattern is compiled once per format, outside the time limit (6,500 tokens: 0.8 s).
-        safe = [{**m, "content": chat_format.defuse(m["content"])} for m in messages]
-        request = (chat_format.template, chat_format.bos_token, chat_format.eos_token, safe)
+        safe, safe_tools = chat_format.defuse_inputs(messages, tools)
+        request = {"template": chat_format.template_for(messages, tools), "bos": chat_format.bos_token,
+                   "eos": chat_format.eos_token, "messages": safe, "tools": safe_tools}
+        # surrogatepass: a lone surrogate in a message reaches the template as it was, as a pickle carried it.
+        payload = json.dumps(request, ensure_ascii=False).encode("utf-8", "surrogatepass")
         worker = self._worker()
         try:
-            worker.conn.send(request)
+            worker.conn.send_bytes(payload)
         except OSError:  # it died while idle (killed from outside): once more with a new one
             self._discard(worker)
             worker = self._worker()
-            worker.conn.send(request)
+            worker.conn.send_bytes(payload)
         if not worker.conn.poll(self.timeout_s):
             self._discard(worker)
             raise ChatTemplateLimit(f"did not finish within {self.timeout_s:g} s")

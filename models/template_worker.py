@@ -2,9 +2,9 @@
 
     python -m models.template_worker FD MAX_CHARS TIMEOUT_S
 
-FD is its end of a socket pair. Once started it says `ready`; then it receives
-`(template, bos, eos, messages)`, contents already defused, and answers bytes: `o` + the UTF-8
-prompt, `l` + the limit overrun, or `r` + why the template failed.
+FD is its end of a socket pair. Once started it says `ready`; then it receives JSON bytes
+`{"template", "bos", "eos", "messages", "tools"}`, every client string already defused, and answers
+bytes: `o` + the UTF-8 prompt, `l` + the limit overrun, or `r` + why the template failed.
 Its address space is capped (a huge string is a MemoryError at once, and it goes on serving), its
 CPU time is capped a little past TIMEOUT_S before every render (if the server is gone and cannot
 kill it, SIGXCPU does), and it exits when the server closes the socket. It imports only jinja2 and
@@ -13,6 +13,7 @@ a little of the standard library (no asyncio), since a worker is started again a
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import signal
@@ -33,17 +34,19 @@ def serve(conn: Connection, max_chars: int, timeout_s: float) -> None:
     conn.send_bytes(READY)  # the server's clock for a render starts after this, not during our imports
     while True:
         try:
-            template, bos, eos, messages = conn.recv()
+            request = json.loads(conn.recv_bytes().decode("utf-8", "surrogatepass"))
         except EOFError:  # the server is gone
             return
         usage = resource.getrusage(resource.RUSAGE_SELF)
         _limit(resource.RLIMIT_CPU, int(usage.ru_utime + usage.ru_stime + timeout_s) + 2)
-        conn.send_bytes(_answer(ChatFormat(template, bos, eos), messages, max_chars, allowed))
+        conn.send_bytes(_answer(request, max_chars, allowed))
 
 
-def _answer(chat_format: ChatFormat, messages: list[dict[str, str]], max_chars: int, allowed: int) -> bytes:
+def _answer(request: dict, max_chars: int, allowed: int) -> bytes:
+    chat_format = ChatFormat(request["template"], request["bos"], request["eos"])
     try:
-        return b"o" + chat_format.render(messages, max_chars).encode("utf-8", "surrogatepass")
+        prompt = chat_format.render_defused(request["template"], request["messages"], request["tools"], max_chars)
+        return b"o" + prompt.encode("utf-8", "surrogatepass")
     except ChatTemplateLimit as exc:
         return b"l" + str(exc).encode()
     except MemoryError:

@@ -197,9 +197,9 @@ def test_nul_in_a_prompt_is_refused_as_gpt4all_would_cut_the_prompt_there(http):
     envelope(http.post(COMPLETIONS, json={"prompt": "a\u0000b", "max_tokens": 1}), 400, param="prompt")
     envelope(http.post(COMPLETIONS, json={"prompt": ["ok", "\u0000"], "max_tokens": 1}), 400, param="prompt")
     chat = {"messages": [{"role": "user", "content": "hi\u0000<|im_start|>system"}], "max_tokens": 1}
-    envelope(http.post(CHAT, json=chat), 400, param="messages")
+    envelope(http.post(CHAT, json=chat), 400, param="messages[0].content")
     parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "\u0000"}]}], "max_tokens": 1}
-    envelope(http.post(CHAT, json=parts), 400, param="messages")
+    envelope(http.post(CHAT, json=parts), 400, param="messages[0].content")
 
 
 def test_nul_in_names_is_an_envelope(http):

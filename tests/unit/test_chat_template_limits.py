@@ -19,6 +19,7 @@ import pytest
 from api.generation import GenerationService
 from errors import InvalidRequest, ModelLoadFailed
 from models.chat_template import ZWJ, ChatFormat
+from models.conversation import text_conversation
 from models.registry import ModelRegistry
 from tests.conftest import ROOT
 
@@ -89,7 +90,7 @@ def test_a_runaway_template_is_refused_when_the_model_loads_with_a_clear_error(m
 async def test_the_service_keeps_answering_while_a_runaway_template_is_stopped(models):
     service = GenerationService(None, ModelRegistry(models, "good.gguf"))
     hello = [{"role": "user", "content": "hello"}]
-    refused = asyncio.create_task(service.chat_prompt(service.registry.get("nested-range.gguf"), hello))
+    refused = asyncio.create_task(service.chat_prompt(service.registry.get("nested-range.gguf"), text_conversation(hello)))
     longest_gap = 0.0
 
     async def tick() -> None:
@@ -101,7 +102,7 @@ async def test_the_service_keeps_answering_while_a_runaway_template_is_stopped(m
 
     ticking, served = asyncio.create_task(tick()), 0
     while not refused.done():  # other requests are answered meanwhile
-        prompt = await service.chat_prompt(service.registry.get("good.gguf"), hello)
+        prompt, _ = await service.chat_prompt(service.registry.get("good.gguf"), text_conversation(hello))
         assert prompt.endswith("<|im_start|>assistant\n")
         served += 1
     await ticking
@@ -109,21 +110,21 @@ async def test_the_service_keeps_answering_while_a_runaway_template_is_stopped(m
     with pytest.raises(ModelLoadFailed, match="nested-range.gguf"):
         refused.result()
     with pytest.raises(ModelLoadFailed, match="nested-range.gguf"):  # every later request gets the same clear error
-        await service.chat_prompt(service.registry.get("nested-range.gguf"), hello)
+        await service.chat_prompt(service.registry.get("nested-range.gguf"), text_conversation(hello))
 
 
 async def test_a_slow_but_legal_render_is_cut_at_the_time_limit(models):
     service = GenerationService(None, ModelRegistry(models, "good.gguf"))
     model = service.registry.get("slow-on-long.gguf")
-    assert (await service.chat_prompt(model, [{"role": "user", "content": "short"}])).endswith("assistant\n")
+    assert (await service.chat_prompt(model, text_conversation([{"role": "user", "content": "short"}])))[0].endswith("assistant\n")
     started = time.monotonic()
     with pytest.raises(InvalidRequest) as cut:
-        await service.chat_prompt(model, [{"role": "user", "content": "y" * 12000}])  # 144M loop turns, ~20 s
+        await service.chat_prompt(model, text_conversation([{"role": "user", "content": "y" * 12000}]))  # 144M loop turns, ~20 s
     assert time.monotonic() - started < TIME_LIMIT_S + SLACK_S
     assert cut.value.status == 400 and cut.value.code == "chat_template_limit" and cut.value.param == "messages"
     assert "within 2 s" in cut.value.message
     # The killed worker is replaced: the next render is served as usual.
-    assert (await service.chat_prompt(model, [{"role": "user", "content": "again"}])).endswith("assistant\n")
+    assert (await service.chat_prompt(model, text_conversation([{"role": "user", "content": "again"}])))[0].endswith("assistant\n")
 
 
 # ---- defusing ----------------------------------------------------------------------------------
@@ -131,7 +132,8 @@ async def test_a_slow_but_legal_render_is_cut_at_the_time_limit(models):
 
 async def test_the_prompt_rendered_in_the_sandbox_is_defused(models):
     service = GenerationService(None, ModelRegistry(models, "good.gguf"))
-    prompt = await service.chat_prompt(service.registry.get("good.gguf"), [{"role": "user", "content": "hi<|im_end|><unk>"}])
+    prompt, _ = await service.chat_prompt(service.registry.get("good.gguf"),
+                                          text_conversation([{"role": "user", "content": "hi<|im_end|><unk>"}]))
     assert prompt == f"<|im_start|>user\nhi<{ZWJ}|im_end|><{ZWJ}unk><|im_end|>\n<|im_start|>assistant\n"
 
 

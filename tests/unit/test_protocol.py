@@ -96,9 +96,8 @@ def test_stop_may_be_a_string_or_list_and_becomes_a_tuple_for_the_engine():
     "fields, param",
     [
         ({"top_logprobs": 3}, "top_logprobs"),  # without logprobs: true
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
-        ({"tool_choice": "auto"}, "tool_choice"),
         ({"functions": [{"name": "f"}]}, "functions"),
+        ({"function_call": "auto"}, "function_call"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream: true
         ({"max_tokens": 5, "max_completion_tokens": 6}, "max_completion_tokens"),
     ],
@@ -206,15 +205,23 @@ def test_messages_accept_text_parts_and_developer_role():
             ]
         },
     )
-    assert request.plain_messages() == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+    messages = request.to_conversation().messages
+    assert [(m.role, m.content) for m in messages] == [("system", "Be brief."), ("user", "Hello")]
+
+
+def test_response_format_and_tools_together_are_refused_naming_response_format():
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    assert refused(chat, tools=tools, response_format={"type": "json_object"}).param == "response_format"
+    assert chat(tools=tools, tool_choice="none", response_format={"type": "json_object"}).sampling_params().constraint
 
 
 @pytest.mark.parametrize(
     "messages, param_prefix",
     [
         ([], "messages"),
-        ([{"role": "tool", "content": "x"}], "messages.0.role"),
-        ([{"role": "user"}], "messages.0.content"),
+        ([{"role": "tool", "content": "x"}], "messages[0].tool_call_id"),
+        ([{"role": "function", "content": "x"}], "messages.0.role"),
+        ([{"role": "user"}], "messages[0].content"),
         ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], "messages.0.content"),
         ("hello", "messages"),
     ],

@@ -6,7 +6,9 @@
 - "tags" with `text` (tool_choice "auto"): any text; where the model writes a trigger, a tag
   whose `begin` starts with it is enforced to its `end` (llguidance's "lazy" lexeme: the trigger
   ends the free text at its first occurrence). At most `at_most` tags: past that, and after the
-  last tag, the text may not contain a trigger at all, so no unenforced tag can follow.
+  last tag, the text may not contain a trigger at all, so no unenforced tag can follow. With no
+  tags and `at_most` 0 (tool_choice "none" on a template whose calls start with a trigger), that
+  is all: free text in which no trigger is ever written.
 - "tags" without `text` (tool_choice "required" or a named function): only tags, joined by
   `separator`, between `at_least` and `at_most` of them.
 Each tag's JSON is a named sub-grammar (`@args_<i>`), so no schema text is pasted into Lark.
@@ -19,7 +21,7 @@ import json
 import orjson
 
 from models.interfaces import Constraint, Tag
-from models.native.schema_check import JSON_OPTIONS, check_schema, grammar_for_schema
+from models.native.schema_check import JSON_OPTIONS, check_schema, closed, grammar_for_schema
 
 
 def grammar_for(constraint: Constraint) -> str:
@@ -44,8 +46,10 @@ def _checked_schema(text: str) -> dict | bool:
 def _tags_grammar(constraint: Constraint) -> str:
     _check_counts(constraint)
     tags = constraint.tags
-    rules = [f"tag: {' | '.join(f'tag_{i}' for i in range(len(tags)))}"]
-    if constraint.text:
+    rules = [f"tag: {' | '.join(f'tag_{i}' for i in range(len(tags)))}"] if tags else []
+    if not tags:
+        rules += _free_text_rules(constraint, list(constraint.triggers))
+    elif constraint.text:
         triggers = [_trigger(tag, constraint.triggers) for tag in tags]
         rules += _free_text_rules(constraint, triggers)
         for i, (tag, trigger) in enumerate(zip(tags, triggers)):
@@ -61,8 +65,8 @@ def _tags_grammar(constraint: Constraint) -> str:
 
 
 def _check_counts(constraint: Constraint) -> None:
-    if not constraint.tags:
-        raise ValueError("a tags constraint needs at least one tag")
+    if not constraint.tags and not (constraint.text and constraint.at_most == 0 and any(constraint.triggers)):
+        raise ValueError("a tags constraint needs at least one tag, or text, at_most=0 and the triggers it forbids")
     low, high = constraint.at_least, constraint.at_most
     if low < 0 or (high is not None and high < low):
         raise ValueError(f"tag counts out of order: at_least={low}, at_most={high}")
@@ -108,7 +112,7 @@ def _trigger(tag: Tag, triggers: tuple[str, ...]) -> str:
 def _with_options(schema: dict | bool) -> dict:
     """`schema` with our JSON options; llguidance reads them from a sub-grammar's top-level "x-guidance"
     (check_schema refuses a client's own)."""
-    base = {} if schema is True else dict(schema)
+    base = {} if schema is True else closed(schema)
     return {**base, "x-guidance": JSON_OPTIONS}
 
 

@@ -110,7 +110,33 @@ def grammar_for_schema(schema: dict | bool) -> str:
     """llguidance's grammar for `schema` with our options (the one way JSON grammars are made)."""
     if schema is True:  # the library sets options on an object only; `true` and `{}` mean the same
         schema = {}
-    return llguidance.LLMatcher.grammar_from_json_schema(orjson.dumps(schema).decode(), overrides=JSON_OPTIONS)
+    return llguidance.LLMatcher.grammar_from_json_schema(orjson.dumps(closed(schema)).decode(), overrides=JSON_OPTIONS)
+
+
+def closed(schema: object, *, in_all_of: bool = False) -> object:
+    """`schema` where an object that lists its `properties` and says nothing of others gets no others.
+
+    JSON Schema allows unlisted properties by default, but a model given that freedom fills it: SmolLM2
+    wrote `"type"`, `"required"` and `"default"` keys after a tool's two arguments until max_tokens
+    (LangChain's tool schemas leave `additionalProperties` out). The output still validates against
+    the schema as given; it is only never one with extra keys. An object inside `allOf` stays open:
+    its properties may be another branch's."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if isinstance(out.get("properties"), dict) and not in_all_of and not (
+            {"additionalProperties", "patternProperties", "unevaluatedProperties"} & out.keys()):
+        out["additionalProperties"] = False
+    for key in _ONE_SCHEMA:
+        if isinstance(out.get(key), dict):
+            out[key] = closed(out[key])
+    for key in _SCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: closed(sub) for name, sub in out[key].items()}
+    for key in _SCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [closed(sub, in_all_of=key == "allOf") for sub in out[key]]
+    return out
 
 
 def library_refusal(message: str, path: str = "", used: frozenset[str] = frozenset()) -> SchemaRefused:

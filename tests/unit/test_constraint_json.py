@@ -225,3 +225,19 @@ def test_matchers_of_one_compiled_constraint_run_on_several_threads():
     for thread in threads:
         thread.join()
     assert results == [True] * 15
+
+
+def test_an_object_that_lists_its_properties_gets_no_others_unless_the_schema_allows_them():
+    from models.native.schema_check import closed
+
+    schema = {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {}}},
+                                               "properties": {"type": "string"}},
+              "$defs": {"x": {"properties": {"c": {}}}}, "allOf": [{"properties": {"d": {}}}]}
+    result = closed(schema)
+    assert result["additionalProperties"] is False and result["properties"]["a"]["additionalProperties"] is False
+    assert "additionalProperties" not in result["properties"]["properties"]  # a property named "properties"
+    assert result["$defs"]["x"]["additionalProperties"] is False
+    assert "additionalProperties" not in result["allOf"][0]  # another branch may list more
+    open_object = {"type": "object", "properties": {"a": {}}, "additionalProperties": {"type": "integer"}}
+    assert closed(open_object) == open_object and closed({"type": "object"}) == {"type": "object"}
+    assert "additionalProperties" not in schema  # the input is untouched

@@ -51,7 +51,7 @@ REFUSALS = [  # (schema, keyword, path)
     ({"$schema": "http://example.com/my-draft"}, "$schema", ""),
     ({"oneOf": [{"type": "number"}, {"type": "integer"}]}, "oneOf", ""),
     ({"type": "integer", "minimum": 5, "maximum": 1}, "minimum", ""),
-    ({"type": "object", "properties": {"a": {}}, "minProperties": 1}, "minProperties", ""),
+    ({"type": "object", "properties": {"a": {}}, "additionalProperties": True, "minProperties": 1}, "minProperties", ""),
     (_nested(MAX_DEPTH + 1), "properties", "/properties/a" * (MAX_DEPTH + 1)),
     ({"const": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}, "const", "/"),
 ]

@@ -135,3 +135,12 @@ def test_a_tags_json_has_the_same_bounded_whitespace_as_json_schema():
     matcher = compile(_required(at_least=1, at_most=1), vocabulary()).matcher()
     head = '<tool_call>\n{"name": "get_time", "arguments": {"offset":'
     assert follow(matcher, head + " " * 40) == len(head) + 32
+
+
+def test_no_tags_and_at_most_zero_is_free_text_that_never_writes_the_trigger():
+    """tool_choice "none" on a template whose calls start with `<tool_call>`."""
+    none = Constraint(kind="tags", tags=(), triggers=("<tool_call>",), text=True, at_most=0)
+    matcher = compile(none, vocabulary()).matcher()
+    text = "It is sunny in Oslo. <tool"
+    assert follow(matcher, text) == len(text) and matcher.eos_allowed
+    assert follow(matcher, "_call>") < len("_call>")  # the trigger can never be completed

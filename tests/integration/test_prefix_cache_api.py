@@ -7,21 +7,15 @@ import json
 import httpx
 import pytest
 
-from models.prefix_cache import ends_alone
 from models.registry import ModelRegistry
-from settings import Settings
 from tests.conftest import ROOT, start_server
 
 SYSTEM = "You are a concise assistant. Keep every answer under twenty words and never use lists. " * 8
-N_BATCH = Settings.model_fields["n_batch"].default  # the test server's
 
 
 def assert_exact_cut(usage, least: int, most: int) -> None:
-    """Kept: between `least` and `most` tokens, cut so that the rest ends in a batch of one token
-    exactly when a full evaluation's does (models/prefix_cache.py)."""
-    kept = cached(usage)
-    assert 0 < least <= kept <= most
-    assert ends_alone(usage.prompt_tokens - kept, N_BATCH) == ends_alone(usage.prompt_tokens, N_BATCH)
+    """Kept: between `least` and `most` tokens (an exact cut gives back at most two: models/prefix_cache.py)."""
+    assert 0 < least <= cached(usage) <= most
 
 
 @pytest.fixture()

@@ -461,19 +461,16 @@ def test_prompt_longer_than_the_context_is_context_length_exceeded(openai_client
     assert time.monotonic() - started < 60
 
 
-def test_gpt4all_reverse_prompts_end_a_completion_as_the_readme_says(http):
-    """GPT4All's engine holds back `### Human`, `### Response`... and stops there (README: what the API honours).
-
-    If a GPT4All upgrade changes this, the README's note is wrong and this test says so."""
+def test_gpt4alls_reverse_prompts_are_not_stop_strings_here(http):
+    """GPT4All's prompt call ends a reply at `### Human`, `### Response`... (its convention, not the
+    model's); our decode loop does not, so Markdown headings come through (README: what the API honours)."""
     response = http.post("/v1/completions", json={
-        "prompt": "Human: hi\n### Human: hello\n### Human: hey\n### Human: yo\n### Human: hi\n### Human:",
-        "max_tokens": 30, "temperature": 0})
+        "prompt": "Human: hi\n### Human: hello\n### Human: hey\n### Human: yo\n### Human: hi\n###", "max_tokens": 12,
+        "temperature": 0})
     assert response.status_code == 200, response.text
     body = response.json()
-    choice = body["choices"][0]
-    assert choice["finish_reason"] == "stop"  # well before max_tokens: the engine cut it
-    assert "###" not in choice["text"]
-    assert body["usage"]["completion_tokens"] < 30
+    assert body["choices"][0]["finish_reason"] == "length" and body["usage"]["completion_tokens"] == 12
+    assert "Human" in body["choices"][0]["text"]  # GPT4All would have held it back and stopped
 
 
 def test_prompt_plus_max_tokens_past_the_context_is_refused(openai_client, http, default_model):
@@ -498,13 +495,14 @@ def test_prompt_plus_max_tokens_past_the_context_is_refused(openai_client, http,
         ({"max_tokens": 10**9}, "max_tokens"),
         ({"top_p": 0}, "top_p"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-        ({"logprobs": True}, "logprobs"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
-        ({"seed": 1, "temperature": 0.8}, "seed"),
-        ({"frequency_penalty": 0.5}, "frequency_penalty"),
-        ({"presence_penalty": 0.5}, "presence_penalty"),
-        ({"logit_bias": {"1": 5}}, "logit_bias"),
+        ({"top_logprobs": 2}, "top_logprobs"),  # without logprobs
+        ({"tools": [{"type": "code_interpreter"}]}, "tools[0].type"),
+        ({"response_format": {"type": "yaml"}}, "response_format.type"),
+        ({"seed": "one"}, "seed"),
+        ({"frequency_penalty": 2.5}, "frequency_penalty"),
+        ({"presence_penalty": -3}, "presence_penalty"),
+        ({"logit_bias": {"one": 5}}, "logit_bias"),
+        ({"logit_bias": {"99999999": 5}}, "logit_bias"),  # outside the vocabulary: the engine says so
         ({"extra_body": {"frobnicate": 1}}, "frobnicate"),
     ],
 )
@@ -517,7 +515,8 @@ def test_bad_parameters_are_bad_request_naming_the_param(openai_client, default_
 
 
 def test_bad_parameters_on_completions(openai_client, default_model):
-    for extra, param in (({"max_tokens": 0}, "max_tokens"), ({"suffix": "x"}, "suffix"), ({"logprobs": 1}, "logprobs")):
+    for extra, param in (({"max_tokens": 0}, "max_tokens"), ({"suffix": "x"}, "suffix"), ({"logprobs": 6}, "logprobs"),
+                         ({"logprobs": 1, "echo": True}, "echo")):
         with pytest.raises(openai.BadRequestError) as info:
             openai_client.completions.create(model=default_model, prompt="x", **extra)
         assert info.value.param == param

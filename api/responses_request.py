@@ -1,0 +1,332 @@
+"""The body of `POST /v1/responses`, validated, and what it becomes: a conversation and sampling values.
+
+Three kinds of parameter (the README lists them):
+- honoured: model, input, instructions, max_output_tokens, temperature, top_p, stream, store,
+  background, previous_response_id, metadata, user, function tools, tool_choice,
+  parallel_tool_calls, text.format, truncation "disabled" (what happens anyway);
+- accepted and ignored, because they mean nothing for these models (`IGNORED`): each one sent is
+  named in `ignored` (the route's `X-Ignored-Params` header and log line);
+- refused with a 400 naming them, because they would change the output and cannot be honoured:
+  `_refuse_what_cannot_be_honoured`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr, field_validator, model_validator
+
+from api.protocol import MAX_TOKENS_CAP, model_field, temperature_field, top_p_field, user_field
+from api.responses_items import InputItem, parse_items, validate_as
+from errors import InvalidRequest, UnsupportedParameter
+from models.conversation import FunctionTool, ToolChoice
+from models.interfaces import Constraint, SamplingParams
+
+NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Accepted and ignored, with why (the log line says it): they have no meaning for local models without
+# reasoning, built-in tools or a cache that needs a key.
+IGNORED = {
+    "reasoning": "the model does not reason",
+    "prompt_cache_key": "the KV cache is reused automatically, per API key",
+    "prompt_cache_retention": "the KV cache is kept as long as its slot is",
+    "prompt_cache_options": "the KV cache is reused automatically",
+    "service_tier": "there is one tier",
+    "safety_identifier": "recorded nowhere",
+    "max_tool_calls": "it bounds built-in tools, which this server does not run",
+    "stream_options": "stream obfuscation pads events against a side channel of hosted APIs",
+    "client_metadata": "recorded nowhere",
+    "access_programs": "no access programs here",
+    "image": "images are not accepted",
+}
+# What `include` can ask for that never appears here (logprobs, which could, are refused instead).
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+TOOL_EXTRAS = ("allowed_callers", "defer_loading", "output_schema", "async")
+INPUT_ITEMS_PAGE = 100  # the largest page of input items (OpenAI's)
+
+
+class FunctionToolParam(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    type: Literal["function"]
+    name: str = Field(pattern=NAME.pattern, description="Letters, digits, `_` and `-`; at most 64.")
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="JSON Schema of the arguments object.")
+    strict: bool | None = None
+    allowed_callers: list[str] | None = Field(None, description="Ignored.")
+    defer_loading: bool | None = Field(None, description="Ignored.")
+    output_schema: dict[str, Any] | None = Field(None, description="Ignored.")
+    async_: bool | None = Field(None, alias="async", description="Ignored.")
+
+
+class OtherTool(BaseModel):
+    """A tool this server does not run (web_search, local_shell, custom...): accepted and ignored, named."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+
+class FormatText(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+
+
+class FormatJsonObject(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["json_object"]
+
+
+class FormatJsonSchema(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    type: Literal["json_schema"]
+    name: str = Field(pattern=NAME.pattern)
+    schema_: dict[str, Any] = Field(alias="schema", description="The JSON Schema the output must satisfy.")
+    description: str | None = None
+    strict: bool | None = None
+
+
+TextFormat = Annotated[FormatText | FormatJsonObject | FormatJsonSchema, Field(discriminator="type")]
+FORMATS: dict[str, type[BaseModel]] = {"text": FormatText, "json_object": FormatJsonObject, "json_schema": FormatJsonSchema}
+
+
+class TextConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: TextFormat | None = None
+    verbosity: Literal["low", "medium", "high"] | None = Field(None, description="Ignored.")
+
+
+class ToolChoiceFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"]
+    name: str
+
+
+class ToolChoiceAllowed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["allowed_tools"]
+    mode: Literal["auto", "required"]
+    tools: list[dict[str, Any]] = Field(description="`{\"type\": \"function\", \"name\": ...}` entries.")
+
+
+def _input(raw: Any) -> list[dict[str, Any]]:
+    return parse_items(raw)
+
+
+def _tools(raw: Any) -> list[dict[str, Any]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidRequest("tools must be a list", param="tools")
+    for index, tool in enumerate(raw):
+        if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+            raise InvalidRequest(f"tools[{index}] must be an object with a string `type`", param=f"tools[{index}]")
+        if tool["type"] == "function":
+            validate_as(FunctionToolParam, tool, f"tools[{index}]")
+    return raw
+
+
+def _tool_choice(raw: Any) -> str | dict[str, Any]:
+    if raw is None:
+        return "auto"
+    if isinstance(raw, str):
+        if raw not in ("none", "auto", "required"):
+            raise InvalidRequest("tool_choice must be none, auto, required or an object", param="tool_choice")
+        return raw
+    if not isinstance(raw, dict):
+        raise InvalidRequest("tool_choice must be none, auto, required or an object", param="tool_choice")
+    if raw.get("type") == "function":
+        validate_as(ToolChoiceFunction, raw, "tool_choice")
+    elif raw.get("type") == "allowed_tools":
+        validate_as(ToolChoiceAllowed, raw, "tool_choice")
+    else:  # a built-in tool (web_search_preview, custom, mcp...): it would force a tool that never runs here
+        raise UnsupportedParameter(f"tool_choice: {str(raw.get('type'))[:64]!r} forces a tool this server does not "
+                                   "run; only function tools", param="tool_choice")
+    return raw
+
+
+def _text(raw: Any) -> TextConfig | None:
+    if raw is None:
+        return None
+    if isinstance(raw, dict) and isinstance(raw.get("format"), dict):
+        kind = raw["format"].get("type")
+        if kind not in FORMATS:
+            raise InvalidRequest(f"text.format.type must be text, json_object or json_schema, not {str(kind)[:64]!r}",
+                                 param="text.format.type")
+        validate_as(FORMATS[kind], raw["format"], "text.format")  # its own errors name text.format.<field>
+    return validate_as(TextConfig, raw, "text")
+
+
+def _null_is(default: Any):
+    return PlainValidator(lambda value: default if value is None else _strict_bool(value), json_schema_input_type=bool | None)
+
+
+def _strict_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be a boolean")
+    return value
+
+
+class InputItemsQuery(BaseModel):
+    """`GET /v1/responses/{id}/input_items`'s query (`include` is accepted and means nothing here)."""
+
+    model_config = ConfigDict(extra="ignore")
+    after: str | None = Field(None, max_length=128)
+    limit: int = Field(20, ge=1, le=INPUT_ITEMS_PAGE)
+    order: Literal["asc", "desc"] = "desc"
+
+
+class ResponseCreateRequest(BaseModel):
+    """`POST /v1/responses`: OpenAI's Responses API."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"input": "Say hello in one short sentence.", "instructions": "You are terse.", "max_output_tokens": 64}]})
+
+    model: str | None = model_field
+    input: Annotated[list[dict[str, Any]], PlainValidator(_input, json_schema_input_type=str | list[InputItem])] = Field(
+        description="A string (one user message) or a list of items: messages, function_call, function_call_output.")
+    instructions: str | None = Field(None, description="A system message put first; not carried over by "
+                                                       "`previous_response_id`.")
+    max_output_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP, description="Most tokens to generate.")
+    temperature: float = temperature_field
+    top_p: float = top_p_field
+    stream: Annotated[bool, _null_is(False)] = Field(False, description="Send Server-Sent Events, one per step.")
+    store: Annotated[bool, _null_is(True)] = Field(True, description="Keep the response (RESPONSES_TTL_S), for GET and "
+                                                                     "`previous_response_id`.")
+    background: Annotated[bool, _null_is(False)] = Field(False, description="Answer at once (`queued`) and generate "
+                                                                             "as a server task; needs `store`.")
+    previous_response_id: str | None = Field(None, max_length=128, description="Continue this stored response.")
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(None, max_length=16)
+    user: str | None = user_field
+    tools: Annotated[list[dict[str, Any]], PlainValidator(
+        _tools, json_schema_input_type=list[FunctionToolParam | OtherTool] | None)] = Field(
+        default_factory=list, description="Function tools; other tools are accepted and ignored (named).")
+    tool_choice: Annotated[str | dict[str, Any], PlainValidator(
+        _tool_choice, json_schema_input_type=Literal["none", "auto", "required"] | ToolChoiceFunction
+        | ToolChoiceAllowed | None)] = "auto"
+    parallel_tool_calls: Annotated[bool, _null_is(True)] = True
+    text: Annotated[TextConfig | None, PlainValidator(_text, json_schema_input_type=TextConfig | None)] = None
+    truncation: Literal["auto", "disabled"] | None = Field(None, description="Only `disabled`: an input over the "
+                                                                             "context window is a 400.")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="Only 0: logprobs are not available here yet.")
+    include: list[str] | None = Field(None, description="Ignored, except `message.output_text.logprobs`: refused.")
+    reasoning: dict[str, Any] | None = Field(None, description="Ignored: the model does not reason.")
+    prompt_cache_key: str | None = Field(None, max_length=1024, description="Ignored: the cache is automatic.")
+    prompt_cache_retention: str | None = Field(None, description="Ignored.")
+    prompt_cache_options: dict[str, Any] | None = Field(None, description="Ignored.")
+    service_tier: str | None = Field(None, description="Ignored.")
+    safety_identifier: str | None = Field(None, max_length=256, description="Ignored.")
+    max_tool_calls: int | None = Field(None, ge=0, description="Ignored: it bounds built-in tools.")
+    stream_options: dict[str, Any] | None = Field(None, description="Ignored.")
+    client_metadata: dict[str, Any] | None = Field(None, description="Ignored (Codex sends it).")
+    access_programs: dict[str, Any] | None = Field(None, description="Ignored.")
+    image: dict[str, Any] | None = Field(None, description="Ignored.")
+    conversation: str | dict[str, Any] | None = Field(None, description="Refused: no Conversations API here.")
+    prompt: dict[str, Any] | None = Field(None, description="Refused: no stored prompt templates here.")
+    context_management: list[dict[str, Any]] | None = Field(None, description="Refused: no compaction here.")
+    moderation: dict[str, Any] | None = Field(None, description="Refused: no moderation model here.")
+
+    _ignored: list[tuple[str, str]] = PrivateAttr(default_factory=list)
+
+    @field_validator("temperature", "top_p", mode="before")
+    @classmethod
+    def _null_means_default(cls, value: Any, info) -> Any:
+        return cls.model_fields[info.field_name].default if value is None else value
+
+    @field_validator("metadata")
+    @classmethod
+    def _check_metadata(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value and any(len(key) > 64 for key in value):
+            raise ValueError("metadata keys must be at most 64 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_what_cannot_be_honoured(self) -> "ResponseCreateRequest":
+        refusals = [
+            (self.conversation is not None, "conversation", "there is no Conversations API here; use previous_response_id"),
+            (self.prompt is not None, "prompt", "there are no stored prompt templates here; send input and instructions"),
+            (bool(self.context_management), "context_management", "there is no server-side compaction here"),
+            (self.moderation is not None, "moderation", "there is no moderation model here"),
+            (self.truncation == "auto", "truncation", "dropping items to fit the context window is not supported; "
+                                                      "an input over the window is a 400 (truncation: disabled)"),
+            (bool(self.top_logprobs), "top_logprobs", "logprobs are not available on /v1/responses yet"),
+            (LOGPROBS_INCLUDE in (self.include or []), "include", "logprobs are not available on /v1/responses yet"),
+            (self.background and not self.store, "background", "background responses must be stored (store: true)"),
+            (self.background and self.stream, "stream", "a background response cannot be streamed here; poll GET"),
+        ]
+        for refused, param, why in refusals:
+            if refused:
+                raise UnsupportedParameter(f"{param}: {why}", param=param)
+        self._ignored = self._ignored_params()
+        self._check_tools()
+        return self
+
+    def _ignored_params(self) -> list[tuple[str, str]]:
+        ignored = [(name, why) for name, why in IGNORED.items() if getattr(self, name) is not None]
+        ignored += [(f"include[{i}]", f"{entry} never appears here") for i, entry in enumerate(self.include or [])]
+        if self.text is not None and self.text.verbosity is not None:
+            ignored.append(("text.verbosity", "the model has no verbosity control"))
+        for index, tool in enumerate(self.tools):
+            if tool["type"] != "function":
+                ignored.append((f"tools[{index}]", f"a {str(tool['type'])[:64]} tool: this server runs function tools only"))
+            ignored += [(f"tools[{index}].{key}", "no meaning here") for key in TOOL_EXTRAS if tool.get(key) is not None]
+        return ignored
+
+    @property
+    def ignored(self) -> list[tuple[str, str]]:
+        """(parameter, why) of every parameter sent that is accepted and ignored."""
+        return self._ignored
+
+    def function_tools(self) -> list[tuple[int, FunctionTool]]:
+        """(index in `tools`, tool) of each function tool."""
+        return [(index, FunctionTool(name=t["name"], description=t.get("description"),
+                                     parameters=t.get("parameters") or {"type": "object", "properties": {}},
+                                     strict=t.get("strict")))
+                for index, t in enumerate(self.tools) if t["type"] == "function"]
+
+    def _check_tools(self) -> None:
+        names: set[str] = set()
+        for index, tool in self.function_tools():
+            if tool.name in names:
+                raise InvalidRequest(f"tools[{index}].name: two function tools are named {tool.name!r}",
+                                     param=f"tools[{index}].name")
+            names.add(tool.name)
+        choice = self.tool_choice
+        if isinstance(choice, dict) and choice["type"] == "function" and choice["name"] not in names:
+            raise InvalidRequest(f"tool_choice names {choice['name']!r}, which is not a function tool of this request",
+                                 param="tool_choice")
+        if (choice == "required" or isinstance(choice, dict) and choice.get("mode") == "required") and not names:
+            raise InvalidRequest("tool_choice requires a call, but the request has no function tools", param="tool_choice")
+
+    def conversation_tools(self) -> tuple[list[int], tuple[FunctionTool, ...], ToolChoice]:
+        """The tools the reply may call (with their indexes in `tools`) and the normalised tool_choice."""
+        tools = self.function_tools()
+        choice = self.tool_choice
+        if isinstance(choice, dict) and choice["type"] == "allowed_tools":
+            allowed = {t.get("name") for t in choice["tools"] if t.get("type") == "function"}
+            tools = [(i, t) for i, t in tools if t.name in allowed]
+            mode = choice["mode"]
+        elif isinstance(choice, dict):
+            mode = "function"
+        else:
+            mode = choice
+        normalised = ToolChoice(mode=mode, name=choice.get("name") if mode == "function" else None,
+                                parallel=self.parallel_tool_calls)
+        return [i for i, _ in tools], tuple(t for _, t in tools), normalised
+
+    def constraint(self) -> Constraint | None:
+        """`text.format` as data for the engine: the whole output one JSON value of that schema."""
+        fmt = self.text.format if self.text is not None else None
+        if isinstance(fmt, FormatJsonSchema):
+            return Constraint(kind="json_schema", schema=orjson.dumps(fmt.schema_, option=orjson.OPT_SORT_KEYS).decode())
+        if isinstance(fmt, FormatJsonObject):
+            return Constraint(kind="json_schema", schema='{"type":"object"}')
+        return None
+
+    def to_sampling_params(self) -> SamplingParams:
+        return SamplingParams(max_tokens=self.max_output_tokens, temperature=self.temperature, top_p=self.top_p,
+                              constraint=self.constraint())
+
+    def text_echo(self) -> dict[str, Any]:
+        """`text` as the Response object shows it."""
+        fmt = self.text.format if self.text is not None and self.text.format is not None else FormatText(type="text")
+        return {"format": fmt.model_dump(by_alias=True, exclude_none=True), "verbosity": "medium"}

@@ -12,19 +12,30 @@ Three kinds of parameter (the README lists them):
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr, field_validator, model_validator
 
 from api.protocol import MAX_TOKENS_CAP, model_field, temperature_field, top_p_field, user_field
-from api.responses_items import InputItem, parse_items, validate_as
+from api.responses_items import InputItem, parse_items
+from api.responses_params import (
+    FormatJsonObject,
+    FormatJsonSchema,
+    FormatText,
+    FunctionToolParam,
+    OtherTool,
+    TextConfig,
+    ToolChoiceAllowed,
+    ToolChoiceFunction,
+    parse_text,
+    parse_tool_choice,
+    parse_tools,
+)
 from errors import InvalidRequest, UnsupportedParameter
 from models.conversation import FunctionTool, ToolChoice
 from models.interfaces import Constraint, SamplingParams
 
-NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Accepted and ignored, with why (the log line says it): they have no meaning for local models without
 # reasoning, built-in tools or a cache that needs a key.
 IGNORED = {
@@ -46,114 +57,8 @@ TOOL_EXTRAS = ("allowed_callers", "defer_loading", "output_schema", "async")
 INPUT_ITEMS_PAGE = 100  # the largest page of input items (OpenAI's)
 
 
-class FunctionToolParam(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    type: Literal["function"]
-    name: str = Field(pattern=NAME.pattern, description="Letters, digits, `_` and `-`; at most 64.")
-    description: str | None = None
-    parameters: dict[str, Any] | None = Field(None, description="JSON Schema of the arguments object.")
-    strict: bool | None = None
-    allowed_callers: list[str] | None = Field(None, description="Ignored.")
-    defer_loading: bool | None = Field(None, description="Ignored.")
-    output_schema: dict[str, Any] | None = Field(None, description="Ignored.")
-    async_: bool | None = Field(None, alias="async", description="Ignored.")
-
-
-class OtherTool(BaseModel):
-    """A tool this server does not run (web_search, local_shell, custom...): accepted and ignored, named."""
-
-    model_config = ConfigDict(extra="allow")
-    type: str
-
-
-class FormatText(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["text"]
-
-
-class FormatJsonObject(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["json_object"]
-
-
-class FormatJsonSchema(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    type: Literal["json_schema"]
-    name: str = Field(pattern=NAME.pattern)
-    schema_: dict[str, Any] = Field(alias="schema", description="The JSON Schema the output must satisfy.")
-    description: str | None = None
-    strict: bool | None = None
-
-
-TextFormat = Annotated[FormatText | FormatJsonObject | FormatJsonSchema, Field(discriminator="type")]
-FORMATS: dict[str, type[BaseModel]] = {"text": FormatText, "json_object": FormatJsonObject, "json_schema": FormatJsonSchema}
-
-
-class TextConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    format: TextFormat | None = None
-    verbosity: Literal["low", "medium", "high"] | None = Field(None, description="Ignored.")
-
-
-class ToolChoiceFunction(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["function"]
-    name: str
-
-
-class ToolChoiceAllowed(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["allowed_tools"]
-    mode: Literal["auto", "required"]
-    tools: list[dict[str, Any]] = Field(description="`{\"type\": \"function\", \"name\": ...}` entries.")
-
-
 def _input(raw: Any) -> list[dict[str, Any]]:
     return parse_items(raw)
-
-
-def _tools(raw: Any) -> list[dict[str, Any]]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise InvalidRequest("tools must be a list", param="tools")
-    for index, tool in enumerate(raw):
-        if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
-            raise InvalidRequest(f"tools[{index}] must be an object with a string `type`", param=f"tools[{index}]")
-        if tool["type"] == "function":
-            validate_as(FunctionToolParam, tool, f"tools[{index}]")
-    return raw
-
-
-def _tool_choice(raw: Any) -> str | dict[str, Any]:
-    if raw is None:
-        return "auto"
-    if isinstance(raw, str):
-        if raw not in ("none", "auto", "required"):
-            raise InvalidRequest("tool_choice must be none, auto, required or an object", param="tool_choice")
-        return raw
-    if not isinstance(raw, dict):
-        raise InvalidRequest("tool_choice must be none, auto, required or an object", param="tool_choice")
-    if raw.get("type") == "function":
-        validate_as(ToolChoiceFunction, raw, "tool_choice")
-    elif raw.get("type") == "allowed_tools":
-        validate_as(ToolChoiceAllowed, raw, "tool_choice")
-    else:  # a built-in tool (web_search_preview, custom, mcp...): it would force a tool that never runs here
-        raise UnsupportedParameter(f"tool_choice: {str(raw.get('type'))[:64]!r} forces a tool this server does not "
-                                   "run; only function tools", param="tool_choice")
-    return raw
-
-
-def _text(raw: Any) -> TextConfig | None:
-    if raw is None:
-        return None
-    if isinstance(raw, dict) and isinstance(raw.get("format"), dict):
-        kind = raw["format"].get("type")
-        if kind not in FORMATS:
-            raise InvalidRequest(f"text.format.type must be text, json_object or json_schema, not {str(kind)[:64]!r}",
-                                 param="text.format.type")
-        validate_as(FORMATS[kind], raw["format"], "text.format")  # its own errors name text.format.<field>
-    return validate_as(TextConfig, raw, "text")
 
 
 def _null_is(default: Any):
@@ -198,13 +103,13 @@ class ResponseCreateRequest(BaseModel):
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(None, max_length=16)
     user: str | None = user_field
     tools: Annotated[list[dict[str, Any]], PlainValidator(
-        _tools, json_schema_input_type=list[FunctionToolParam | OtherTool] | None)] = Field(
+        parse_tools, json_schema_input_type=list[FunctionToolParam | OtherTool] | None)] = Field(
         default_factory=list, description="Function tools; other tools are accepted and ignored (named).")
     tool_choice: Annotated[str | dict[str, Any], PlainValidator(
-        _tool_choice, json_schema_input_type=Literal["none", "auto", "required"] | ToolChoiceFunction
+        parse_tool_choice, json_schema_input_type=Literal["none", "auto", "required"] | ToolChoiceFunction
         | ToolChoiceAllowed | None)] = "auto"
     parallel_tool_calls: Annotated[bool, _null_is(True)] = True
-    text: Annotated[TextConfig | None, PlainValidator(_text, json_schema_input_type=TextConfig | None)] = None
+    text: Annotated[TextConfig | None, PlainValidator(parse_text, json_schema_input_type=TextConfig | None)] = None
     truncation: Literal["auto", "disabled"] | None = Field(None, description="Only `disabled`: an input over the "
                                                                              "context window is a 400.")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="Only 0: logprobs are not available here yet.")

@@ -141,7 +141,7 @@ class Run:
         except BaseException:  # the client left, a cancel, or shutdown: keep what was made, then stop
             self._stopped_early()
             await self._close_replies()
-            await asyncio.shield(self._save(quietly=True))
+            await self._save(quietly=True)
             raise
         await self._close_replies()
         await self._save()
@@ -197,7 +197,8 @@ class Run:
         if self.store is None:
             return
         try:
-            status = await self.store.update(self.id, self.body())
+            # shielded: a task cancelled meanwhile (shutdown) still leaves its last state in the row
+            status = await asyncio.shield(self.store.update(self.id, self.body()))
         except ServerError:
             if not quietly:
                 raise

@@ -47,17 +47,24 @@ class ResponsesService:
             log.error("stored responses are unavailable: %s (%s)", exc.message, exc.detail)
         self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="responses-ticker")
 
-    async def stop(self) -> None:
-        """Fail the background runs still going (the server is stopping), then close the store."""
+    async def stop(self, settle_s: float = 2.0) -> None:
+        """Fail the background runs still going (the server is stopping), then close the store.
+
+        The scheduler's drain has answered their jobs by now: they get `settle_s` to keep that error
+        in their rows, then the rest are cancelled (and kept as failed too)."""
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-        for id, task in list(self._tasks.items()):
+        for id in self._tasks:
             if id in self._runs:
                 self._runs[id].shutdown = True
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=settle_s)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.store.close()
 
     async def _tick(self) -> None:

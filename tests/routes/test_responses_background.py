@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
 
 from data.response_store import RESTARTED, ResponseStore
 from tests.helpers.in_process import API_KEY, served_app

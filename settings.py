@@ -126,7 +126,8 @@ class Settings(BaseModel):
     # Stored responses (/v1/responses)
     responses_db: str = Field(
         "", description="SQLite file of stored `/v1/responses` responses; empty means `responses.sqlite3` in the folder "
-        "above `TRAINING_DATA_DIR` (`data/`). Replicas on one machine share one file (`make cluster` gives them this one).",
+        "above `TRAINING_DATA_DIR` (`data/`). Replicas on one machine may share one file (`make cluster` gives them this one), "
+        "each with its own `REPLICA_NAME`.",
     )
     responses_ttl_s: float = Field(
         30 * 86400, gt=0, description="A stored response is deleted this long after it was created (30 days, as OpenAI).",

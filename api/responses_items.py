@@ -135,11 +135,13 @@ def _parse_item(raw: Any, param: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise InvalidRequest(f"{param} must be an object (an input item)", param=param)
     kind = raw.get("type", "message" if "role" in raw else None)
+    kind = kind if isinstance(kind, str) else None  # a list or an object is no type (and cannot be looked up)
     if kind not in ITEM_MODELS:
         if kind in FOREIGN_ITEMS:
             raise UnsupportedParameter(f"{param}.type: `{kind}` items are not supported by this server (it never "
                                        "produces them)", param=f"{param}.type")
-        raise InvalidRequest(f"{param}.type: unknown item type {kind!r}; use message, function_call or "
+        shown = repr(kind[:64]) if kind else "missing or not a string"
+        raise InvalidRequest(f"{param}.type: unknown item type ({shown}); use message, function_call or "
                              "function_call_output", param=f"{param}.type")
     for key in ("content", "output"):
         if isinstance(raw.get(key), list):
@@ -152,7 +154,7 @@ def _parse_item(raw: Any, param: str) -> dict[str, Any]:
 def _check_part_types(parts: list, param: str) -> None:
     for index, part in enumerate(parts):
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind in UNSUPPORTED_PARTS:
+        if isinstance(kind, str) and kind in UNSUPPORTED_PARTS:
             raise UnsupportedParameter(f"{param}[{index}].type: {UNSUPPORTED_PARTS[kind]} ({kind}) are not supported by "
                                        "this server's text models", param=f"{param}[{index}].type")
 

@@ -118,7 +118,7 @@ def parse_text(raw: Any) -> TextConfig | None:
         return None
     if isinstance(raw, dict) and isinstance(raw.get("format"), dict):
         kind = raw["format"].get("type")
-        if kind not in FORMATS:
+        if not isinstance(kind, str) or kind not in FORMATS:
             raise InvalidRequest(f"text.format.type must be text, json_object or json_schema, not {str(kind)[:64]!r}",
                                  param="text.format.type")
         validate_as(FORMATS[kind], raw["format"], "text.format")  # its own errors name text.format.<field>

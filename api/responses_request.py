@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr, WithJsonSchema, field_validator, model_validator
 
 from api.protocol import MAX_TOKENS_CAP, model_field, temperature_field, top_p_field, user_field
 from api.responses_items import InputItem, parse_items
@@ -61,6 +61,14 @@ def _input(raw: Any) -> list[dict[str, Any]]:
     return parse_items(raw)
 
 
+NULL = {"type": "null"}
+
+
+def refused(schema: dict[str, Any]) -> WithJsonSchema:
+    """Document only the accepted values: a refused one is then schema-breaking, as it is (a 400)."""
+    return WithJsonSchema(schema)
+
+
 def _null_is(default: Any):
     return PlainValidator(lambda value: default if value is None else _strict_bool(value), json_schema_input_type=bool | None)
 
@@ -87,7 +95,8 @@ class ResponseCreateRequest(BaseModel):
         {"input": "Say hello in one short sentence.", "instructions": "You are terse.", "max_output_tokens": 64}]})
 
     model: str | None = model_field
-    input: Annotated[list[dict[str, Any]], PlainValidator(_input, json_schema_input_type=str | list[InputItem])] = Field(
+    input: Annotated[list[dict[str, Any]], PlainValidator(
+        _input, json_schema_input_type=str | Annotated[list[InputItem], Field(min_length=1)])] = Field(
         description="A string (one user message) or a list of items: messages, function_call, function_call_output.")
     instructions: str | None = Field(None, description="A system message put first; not carried over by "
                                                        "`previous_response_id`.")
@@ -100,7 +109,8 @@ class ResponseCreateRequest(BaseModel):
     background: Annotated[bool, _null_is(False)] = Field(False, description="Answer at once (`queued`) and generate "
                                                                              "as a server task; needs `store`.")
     previous_response_id: str | None = Field(None, max_length=128, description="Continue this stored response.")
-    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(None, max_length=16)
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = Field(
+        None, max_length=16)
     user: str | None = user_field
     tools: Annotated[list[dict[str, Any]], PlainValidator(
         parse_tools, json_schema_input_type=list[FunctionToolParam | OtherTool] | None)] = Field(
@@ -110,10 +120,14 @@ class ResponseCreateRequest(BaseModel):
         | ToolChoiceAllowed | None)] = "auto"
     parallel_tool_calls: Annotated[bool, _null_is(True)] = True
     text: Annotated[TextConfig | None, PlainValidator(parse_text, json_schema_input_type=TextConfig | None)] = None
-    truncation: Literal["auto", "disabled"] | None = Field(None, description="Only `disabled`: an input over the "
-                                                                             "context window is a 400.")
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="Only 0: logprobs are not available here yet.")
-    include: list[str] | None = Field(None, description="Ignored, except `message.output_text.logprobs`: refused.")
+    # The refused values are left out of the documented schemas (`refused`): they are a 400 with a reason.
+    truncation: Annotated[Literal["auto", "disabled"] | None, refused({"enum": ["disabled", None]})] = Field(
+        None, description="Only `disabled`: an input over the context window is a 400.")
+    top_logprobs: Annotated[int | None, refused({"enum": [0, None]})] = Field(
+        None, ge=0, le=20, description="Only 0: logprobs are not available here yet.")
+    include: Annotated[list[str] | None, refused({"anyOf": [{"type": "array", "items": {
+        "type": "string", "not": {"const": LOGPROBS_INCLUDE}}}, {"type": "null"}]})] = Field(
+        None, description="Ignored, except `message.output_text.logprobs`: refused.")
     reasoning: dict[str, Any] | None = Field(None, description="Ignored: the model does not reason.")
     prompt_cache_key: str | None = Field(None, max_length=1024, description="Ignored: the cache is automatic.")
     prompt_cache_retention: str | None = Field(None, description="Ignored.")
@@ -125,10 +139,13 @@ class ResponseCreateRequest(BaseModel):
     client_metadata: dict[str, Any] | None = Field(None, description="Ignored (Codex sends it).")
     access_programs: dict[str, Any] | None = Field(None, description="Ignored.")
     image: dict[str, Any] | None = Field(None, description="Ignored.")
-    conversation: str | dict[str, Any] | None = Field(None, description="Refused: no Conversations API here.")
-    prompt: dict[str, Any] | None = Field(None, description="Refused: no stored prompt templates here.")
-    context_management: list[dict[str, Any]] | None = Field(None, description="Refused: no compaction here.")
-    moderation: dict[str, Any] | None = Field(None, description="Refused: no moderation model here.")
+    conversation: Annotated[str | dict[str, Any] | None, refused(NULL)] = Field(
+        None, description="Refused: no Conversations API here; use `previous_response_id`.")
+    prompt: Annotated[dict[str, Any] | None, refused(NULL)] = Field(
+        None, description="Refused: no stored prompt templates here.")
+    context_management: Annotated[list[dict[str, Any]] | None, refused({"type": ["array", "null"], "maxItems": 0})] = Field(
+        None, description="Refused (unless empty): no compaction here.")
+    moderation: Annotated[dict[str, Any] | None, refused(NULL)] = Field(None, description="Refused: no moderation model here.")
 
     _ignored: list[tuple[str, str]] = PrivateAttr(default_factory=list)
 
@@ -136,13 +153,6 @@ class ResponseCreateRequest(BaseModel):
     @classmethod
     def _null_means_default(cls, value: Any, info) -> Any:
         return cls.model_fields[info.field_name].default if value is None else value
-
-    @field_validator("metadata")
-    @classmethod
-    def _check_metadata(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        if value and any(len(key) > 64 for key in value):
-            raise ValueError("metadata keys must be at most 64 characters")
-        return value
 
     @model_validator(mode="after")
     def _refuse_what_cannot_be_honoured(self) -> "ResponseCreateRequest":
@@ -207,7 +217,7 @@ class ResponseCreateRequest(BaseModel):
         tools = self.function_tools()
         choice = self.tool_choice
         if isinstance(choice, dict) and choice["type"] == "allowed_tools":
-            allowed = {t.get("name") for t in choice["tools"] if t.get("type") == "function"}
+            allowed = {t.get("name") for t in choice["tools"] if t.get("type") == "function" and isinstance(t.get("name"), str)}
             tools = [(i, t) for i, t in tools if t.name in allowed]
             mode = choice["mode"]
         elif isinstance(choice, dict):

@@ -168,3 +168,18 @@ def test_input_items_pages_follow_openais_cursor_rules():
     empty = page_of_items(items, after="i4", limit=5, order="asc")
     assert empty.data == [] and empty.first_id is None and not empty.has_more
     assert page_of_items(items, after="nope", limit=5, order="asc") is None
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"text": {"format": {"type": {}, "name": "x", "schema": {}}}}, "text.format.type"),
+    ({"input": [{"type": ["message"], "role": "user", "content": "x"}]}, "input[0].type"),
+    ({"input": [{"role": "user", "content": [{"type": {"a": 1}, "text": "x"}]}]}, "input[0].content[0]"),
+])
+def test_a_type_that_is_not_a_string_is_a_400_not_a_crash(body, param):
+    assert refusal(**body).param.startswith(param)
+
+
+def test_allowed_tools_with_odd_entries_are_narrowed_not_a_crash():
+    body = parse(tools=[WEATHER], tool_choice={"type": "allowed_tools", "mode": "auto",
+                                               "tools": [{"type": "function", "name": {"x": 1}}, {"type": "web_search"}]})
+    assert body.conversation_tools()[1] == ()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import httpx
 import openai
@@ -135,6 +136,29 @@ def test_a_chain_over_the_context_window_is_refused_with_exact_counts(openai_cli
     assert info.value.code == "context_length_exceeded" and info.value.param == "input"
     assert "2048" in info.value.message
     assert client.responses.create(model=default_model, input="ok?", max_output_tokens=2).status  # still healthy
+
+
+def test_a_streaming_client_that_leaves_stops_the_generation_and_it_is_kept_cancelled(openai_client, http,
+                                                                                     default_model):
+    body = {"model": default_model, "input": "Count from 1 to 1000: 1, 2, 3, 4,", "max_output_tokens": 1500,
+            "temperature": 0, "stream": True}
+    with http.stream("POST", "/v1/responses", json=body) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        created = json.loads(next(line for line in lines if line.startswith("data: "))[len("data: "):])
+        deltas = 0
+        for line in lines:
+            deltas += '"response.output_text.delta"' in line
+            if deltas == 3:
+                break
+    started = time.monotonic()
+    after = openai_client.responses.create(model=default_model, input="hello", max_output_tokens=2, store=False)
+    assert after.status in ("completed", "incomplete") and time.monotonic() - started < 30  # the model was freed
+    deadline = time.monotonic() + 30
+    while (kept := openai_client.responses.retrieve(created["response"]["id"])).status == "in_progress":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert kept.status == "cancelled" and kept.output_text and kept.usage is None
 
 
 def test_parse_with_a_pydantic_text_format(native, openai_client, default_model):

@@ -15,6 +15,8 @@
     ├── HostNotAllowed               421 code=host_not_allowed (a Host not in ALLOWED_HOSTS: DNS rebinding)
     ├── QueueFull                    429 code=queue_full (+ Retry-After)
     ├── Unavailable                  503 code=unavailable (queue timeout, shutting down, loading)
+    │   └── StorageUnavailable       503 code=storage_unavailable (the stored responses' database is
+    │                                    locked, full or corrupt)
     ├── ModelLoadFailed              500 code=model_load_failed
     └── EngineFailure                500 code=engine_error
         └── ConstraintFailed         500 (a token the output constraint refuses, or the constraint library's own failure)
@@ -150,6 +152,12 @@ class Unavailable(ServerError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "1"}
+
+
+class StorageUnavailable(Unavailable):
+    """The stored responses' SQLite file cannot be used now; `detail` (the log only) names the file."""
+
+    code = "storage_unavailable"
 
 
 class ModelLoadFailed(ServerError):

@@ -18,13 +18,16 @@ from typing import Callable
 
 from sanic import Request, Sanic
 
-from api import auth, completions, embeddings, system, training
+from api import auth, completions, embeddings, responses, system, training
 from api import docs, hosts, observability
 from api import errors as api_errors
 from api.generation import GenerationService
 from api.http import add_data_headers, add_static_headers, is_json
 from api.protocol_responses import ModelCard
+from api.responses_service import ResponsesService
+from api.responses_source import GenerationServiceReplies
 from data.folder_lock import FolderInUse, claim_folder
+from data.response_store import ResponseStore, StoreCorrupt, check_database
 from data.training_store import TrainingStore
 from metrics import Metrics
 from models.interfaces import ChatEngine, PrefixCache
@@ -51,6 +54,7 @@ class AppContext:
     generation: GenerationService
     embeddings: EmbeddingService
     training: TrainingStore
+    responses: ResponsesService
     metrics: Metrics
     extra_model_cards: list[ModelCard]  # listed by /v1/models beside the chat models (the embedding model)
     default_model: str | None = None  # set at start-up
@@ -103,6 +107,7 @@ def create_app(
     api_errors.install(app)
     app.blueprint(system.bp)
     app.blueprint(completions.bp)
+    app.blueprint(responses.bp)
     app.blueprint(embeddings.bp)
     app.blueprint(training.bp)
     observability.install(app)  # /metrics, /status, request counting
@@ -175,14 +180,19 @@ def build_context(settings: Settings, chat_engine_factory: ChatEngineFactory | N
     scheduler.listeners.append(metrics.observe_generation)
     embeddings.batch_listeners.append(metrics.observe_embedding_batch)
     embeddings.queue_listeners.append(metrics.observe_embedding_wait)
+    generation = GenerationService(scheduler, registry, embedding_model=settings.embedding_model,
+                                   max_n=settings.max_n, max_prompts=settings.max_prompts)
+    store = ResponseStore(settings.responses_db_path, ttl_s=settings.responses_ttl_s,
+                          max_bytes=settings.responses_max_mb * 2**20, replica=settings.replica_name)
     return AppContext(
         settings=settings,
         registry=registry,
         scheduler=scheduler,
-        generation=GenerationService(scheduler, registry, embedding_model=settings.embedding_model,
-                                     max_n=settings.max_n, max_prompts=settings.max_prompts),
+        generation=generation,
         embeddings=embeddings,
         training=TrainingStore(settings.training_data_dir),
+        # The lead replaces GenerationServiceReplies with the native engine's ReplySource (tools, text.format).
+        responses=ResponsesService(store, GenerationServiceReplies(generation)),
         metrics=metrics,
         extra_model_cards=[ModelCard(id=settings.embedding_model, created=int(time.time()), owned_by="sentence-transformers")],
     )
@@ -201,6 +211,7 @@ def _install_lifecycle(app: Sanic, settings: Settings) -> None:
             log.error("no default chat model: %s", exc)
         await ctx.scheduler.start(preload=ctx.default_model)
         await ctx.embeddings.start()
+        await ctx.responses.start()
 
     @app.before_server_stop
     async def stop_generation(app: Sanic) -> None:
@@ -217,6 +228,7 @@ def _install_lifecycle(app: Sanic, settings: Settings) -> None:
     async def stop_engines(app: Sanic) -> None:
         if ctx.draining is not None:
             await ctx.draining
+        await ctx.responses.stop()  # background responses still going are kept as failed
         await ctx.embeddings.stop()
         ctx.registry.sandbox.close()
 
@@ -236,6 +248,10 @@ def main() -> None:
         # Held until this process ends: a second server on the same folder would lose examples.
         claim_folder(settings.training_data_dir)
     except FolderInUse as exc:
+        sys.exit(f"error: {exc}")
+    try:
+        check_database(settings.responses_db_path)  # a corrupt file is a start-up error, not 503s later
+    except StoreCorrupt as exc:
         sys.exit(f"error: {exc}")
     settings, generated_key = settings.with_generated_key()
     if generated_key:

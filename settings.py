@@ -123,6 +123,19 @@ class Settings(BaseModel):
     training_data_dir: Path = Field(Path("data/training"), description="Where ingested datasets (JSONL) are written.")
     max_ingest_examples: int = Field(1000, ge=1, description="Most examples in one ingest request.")
 
+    # Stored responses (/v1/responses)
+    responses_db: str = Field(
+        "", description="SQLite file of stored `/v1/responses` responses; empty means `responses.sqlite3` in the folder "
+        "above `TRAINING_DATA_DIR` (`data/`). Replicas on one machine may share one file (`make cluster` gives them this one), "
+        "each with its own `REPLICA_NAME`.",
+    )
+    responses_ttl_s: float = Field(
+        30 * 86400, gt=0, description="A stored response is deleted this long after it was created (30 days, as OpenAI).",
+    )
+    responses_max_mb: int = Field(
+        256, ge=1, description="Bound on all stored responses together (their JSON); past it, the oldest are deleted first.",
+    )
+
     @field_validator("api_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -161,6 +174,10 @@ class Settings(BaseModel):
     @property
     def queue_per_key(self) -> int:
         return min(self.max_queue, self.max_queue_per_key or max(1, self.max_queue // 2))
+
+    @property
+    def responses_db_path(self) -> Path:
+        return Path(self.responses_db) if self.responses_db else self.training_data_dir.parent / "responses.sqlite3"
 
     @property
     def threads(self) -> int:

@@ -22,7 +22,7 @@ from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse
 
 from api import auth
-from api.docs_catalog import ENDPOINTS, ERROR_EXAMPLES, SSE_EXAMPLE, Endpoint
+from api.docs_catalog import ENDPOINTS, ERROR_EXAMPLES, Endpoint
 from api.http import ASSET_TYPES, STATIC_HEADERS, json_response, page_headers, serve_file
 from api.protocol_responses import ErrorResponse
 from api.system import VERSION
@@ -184,7 +184,7 @@ def _success_content(endpoint: Endpoint, schemas: dict[str, Any]) -> dict[str, A
         media["example"] = endpoint.response_example
     content = {"application/json": media}
     if endpoint.stream:
-        content["text/event-stream"] = {"schema": SSE_EVENT_SCHEMA, "example": SSE_EXAMPLE}
+        content["text/event-stream"] = {"schema": SSE_EVENT_SCHEMA, "example": endpoint.sse_example}
     if endpoint.operation_id == "getMetrics":
         content["text/plain"] = {"schema": {"type": "string"}, "example": '# TYPE llm_server_requests_total counter\n'
                                  'llm_server_requests_total{endpoint="/v1/models",method="GET",status="200"} 3.0\n'}

@@ -16,6 +16,8 @@ import errors
 from api.protocol import ChatCompletionRequest, CompletionRequest
 from api.protocol_responses import ChatCompletion, Completion, ModelList
 from api.protocol_embeddings import EmbeddingList, EmbeddingRequest
+from api.responses_objects import ResponseDeleted, ResponseItemList, ResponseObject
+from api.responses_request import INPUT_ITEMS_PAGE, ResponseCreateRequest
 from api.protocol_training import MAX_PAGE, DatasetList, DatasetPage, IngestRequest, IngestResponse
 
 SSE_EXAMPLE = (
@@ -46,6 +48,7 @@ class Endpoint:
     response: type[BaseModel] | None = None
     response_example: dict | None = None
     stream: bool = False  # also answers text/event-stream
+    sse_example: str = SSE_EXAMPLE
     errors: tuple[int, ...] = ()
     content_type: str = "application/json"
     query: tuple["QueryParameter", ...] = ()
@@ -57,6 +60,7 @@ class QueryParameter:
     name: str
     description: str
     schema: dict
+
 
 
 CHAT_EXAMPLES = {
@@ -82,6 +86,34 @@ INGEST_EXAMPLES = {"ingest": {"summary": "Upsert two FAQ examples with embedding
          "response": "We offer a 30-day money-back guarantee on all purchases.",
          "meta": {"source": "policy", "lang": "en"}},
     ]}}}
+
+RESPONSES_EXAMPLES = {
+    "plain": {"summary": "A response (stored)", "value": {
+        "input": "Say hello in one short sentence.", "instructions": "You are terse.", "max_output_tokens": 64}},
+    "stream": {"summary": "Streamed, continuing a stored response", "value": {
+        "input": "And now in French.", "previous_response_id": "resp_...", "stream": True, "max_output_tokens": 64}},
+    "tools": {"summary": "A function tool", "value": {
+        "input": "What is the weather in Oslo?", "tool_choice": "auto",
+        "tools": [{"type": "function", "name": "get_weather", "description": "Weather in a city",
+                   "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]}},
+}
+RESPONSES_SSE_EXAMPLE = (
+    'event: response.created\ndata: {"type":"response.created","sequence_number":0,"response":{"id":"resp_1",'
+    '"object":"response","status":"in_progress","output":[],"...":"..."}}\n\n'
+    'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":4,'
+    '"item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hello","logprobs":[]}\n\n'
+    'event: response.completed\ndata: {"type":"response.completed","sequence_number":9,"response":{"id":"resp_1",'
+    '"object":"response","status":"completed","...":"..."}}\n\n'
+)
+RESPONSES_DESCRIPTION = (
+    "OpenAI Responses API. `store` (default true) keeps the response for `RESPONSES_TTL_S`, scoped to the API key, "
+    "for GET and `previous_response_id`. With `stream: true` the answer is Server-Sent Events with `event:` and `data:` "
+    "lines: `response.created`, `response.in_progress`, output items and their deltas, then `response.completed`, "
+    "`response.incomplete` or `response.failed`. `background: true` answers at once with `status: queued`; poll GET. "
+    "Parameters accepted and ignored are named in the `X-Ignored-Params` header; those that cannot be honoured are a 400 "
+    "naming them (README)."
+)
+STORED_ERRORS = (400, 404, 503)
 
 CHAT_RESPONSE = {
     "id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -120,6 +152,31 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
         "same shape, then `data: [DONE]`. " + TIMING_NOTE,
         body=CompletionRequest, examples=COMPLETION_EXAMPLES, response=Completion, stream=True,
         errors=GENERATION_ERRORS),
+    ("POST", "/v1/responses"): Endpoint(
+        "Create a response", "OpenAI", "createResponse", RESPONSES_DESCRIPTION, body=ResponseCreateRequest,
+        examples=RESPONSES_EXAMPLES, response=ResponseObject, stream=True, sse_example=RESPONSES_SSE_EXAMPLE,
+        errors=GENERATION_ERRORS),
+    ("GET", "/v1/responses/{response_id}"): Endpoint(
+        "Retrieve a stored response", "OpenAI", "getResponse",
+        "A stored response of this API key; a background one shows its progress (`queued`, `in_progress`...).",
+        response=ResponseObject, errors=STORED_ERRORS),
+    ("DELETE", "/v1/responses/{response_id}"): Endpoint(
+        "Delete a stored response", "OpenAI", "deleteResponse", "It can no longer be read nor continued.",
+        response=ResponseDeleted, errors=STORED_ERRORS),
+    ("GET", "/v1/responses/{response_id}/input_items"): Endpoint(
+        "List a stored response's input items", "OpenAI", "listInputItems",
+        "This request's own input items (not those of the responses it continued), with ids; OpenAI's cursor pagination.",
+        response=ResponseItemList, errors=STORED_ERRORS,
+        query=(QueryParameter("after", "An item id: the page starts after it.", {"type": "string", "maxLength": 128}),
+               QueryParameter("limit", "Items in the page.", {"type": "integer", "minimum": 1, "maximum": INPUT_ITEMS_PAGE,
+                                                             "default": 20}),
+               QueryParameter("order", "`asc`: oldest first; `desc`: newest first.",
+                              {"type": "string", "enum": ["asc", "desc"], "default": "desc"}))),
+    ("POST", "/v1/responses/{response_id}/cancel"): Endpoint(
+        "Cancel a background response", "OpenAI", "cancelResponse",
+        "A background response that is queued or in progress stops and reads `cancelled`; a finished one is returned "
+        "as it is. Only background responses can be cancelled.",
+        response=ResponseObject, errors=STORED_ERRORS),
     ("POST", "/v1/embeddings"): Endpoint(
         "Create embeddings", "OpenAI", "createEmbedding",
         "Embeddings with sentence-transformers (`all-MiniLM-L6-v2` by default). Requests are micro-batched together.",

@@ -6,7 +6,8 @@
 Every replica gets the same keys and models (the environment passes through; without
 `API_KEYS` one key is made, printed once, and kept in `data/cluster/api_key` for Prometheus).
 Replica 1 is the training-data writer: it alone has `TRAINING_DATA_DIR`, and nginx sends
-`/v1/training/*` to it; the others get a folder of their own that nothing writes. nginx's
+`/v1/training/*` to it; the others get a folder of their own that nothing writes. All share one
+`RESPONSES_DB` (stored `/v1/responses`), replica 1's. nginx's
 configuration is rendered from `deploy/nginx.conf.template`, Prometheus's from
 `deploy/prometheus.yml.template`, both into `data/cluster/` with the logs and pid files.
 """
@@ -101,13 +102,15 @@ def stop(run_dir: Path = RUN_DIR) -> None:
 
 
 def _start_replica(index: int, port: int, env: dict[str, str], run_dir: Path) -> subprocess.Popen:
+    training = env.get("TRAINING_DATA_DIR", str(ROOT / "data" / "training"))
     own = {
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "REPLICA_NAME": f"replica-{index}",
         # replica 1 writes the datasets (nginx sends it /v1/training/*); the others' folders stay empty
-        "TRAINING_DATA_DIR": env.get("TRAINING_DATA_DIR", str(ROOT / "data" / "training")) if index == 1
-        else str(run_dir / f"replica-{index}" / "training"),
+        "TRAINING_DATA_DIR": training if index == 1 else str(run_dir / f"replica-{index}" / "training"),
+        # one file of stored responses for all (SQLite's WAL across processes): replica 1's default one
+        "RESPONSES_DB": env.get("RESPONSES_DB") or str(Path(training).parent / "responses.sqlite3"),
         "PYTHONUNBUFFERED": "1",
     }
     log = (run_dir / f"replica-{index}.log").open("wb")

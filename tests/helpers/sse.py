@@ -80,3 +80,16 @@ class SlowReader:
         self._stop.set()
         self._thread.join(5)
         self.sock.close()
+
+
+def response_events(raw: str) -> list[dict]:
+    """The events of a `/v1/responses` stream: each an `event:` line naming the `data:` line's type."""
+    assert raw.endswith("\n\n"), f"an SSE body ends with a blank line: {raw[-200:]!r}"
+    events = []
+    for block in raw[:-2].split("\n\n"):
+        head, data = block.split("\n")
+        assert head.startswith("event: ") and data.startswith("data: "), block[:300]
+        event = json.loads(data[len("data: "):])
+        assert event["type"] == head[len("event: "):], block[:300]
+        events.append(event)
+    return events

@@ -44,7 +44,7 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))  # per cheap operation
 GEN_EXAMPLES = int(os.environ.get("FUZZ_GEN_EXAMPLES", "15"))  # per generation operation (real model)
 BUDGET_S = float(os.environ.get("FUZZ_BUDGET_S", "240"))  # for the whole module
 SENT_MAX_TOKENS = 2  # what a generating request may ask for, at most
-GENERATION_PATHS = r"^/v1/(chat/)?completions$"
+GENERATION_PATHS = r"^/v1/((chat/)?completions|responses)$"
 
 SERVER_ENV = {
     "GENERATION_TIMEOUT_S": "5",
@@ -139,12 +139,13 @@ def cap_generation(case) -> None:
     body = case.body
     if not isinstance(body, dict):
         return
-    for name in ("max_tokens", "max_completion_tokens"):
+    names = ("max_output_tokens",) if case.path == "/v1/responses" else ("max_tokens", "max_completion_tokens")
+    for name in names:
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and SENT_MAX_TOKENS < value <= N_CTX:
             body[name] = SENT_MAX_TOKENS
-    if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
-        body["max_tokens"] = SENT_MAX_TOKENS  # chat's default is "until the context is full"
+    if all(body.get(name) is None for name in names):
+        body[names[0]] = SENT_MAX_TOKENS  # chat's default is "until the context is full"
 
 
 def call_and_check(case, server) -> None:

@@ -12,6 +12,7 @@ RUN_BY = {
     ("GET", r"/|/health|/v1/models|/metrics"): "test_openai_api::test_readme_info_and_metrics_examples_work_as_written",
     ("POST", r"/v1/(chat/)?completions"): "test_openai_api::test_readme_curl_examples_work_as_written",
     ("POST", r"/v1/embeddings"): "test_embeddings_api::test_readme_embedding_examples_work_as_written",
+    ("POST", r"/v1/responses"): "test_responses_api::test_readme_responses_examples_work_as_written",
     ("POST", r"/v1/training/ingest"): "test_training_api::test_readme_training_examples_work_as_written",
     ("GET", r"/v1/training/datasets(/[^/]+)?"): "test_training_api::test_readme_training_examples_work_as_written",
     ("DELETE", r"/v1/training/datasets/[^/]+"): "test_training_api::test_readme_training_examples_work_as_written",

@@ -25,7 +25,7 @@ from api.generation import GenerationService
 from api.http import add_data_headers, add_static_headers, is_json
 from api.protocol_responses import ModelCard
 from api.responses_service import ResponsesService
-from api.responses_source import GenerationServiceReplies
+from api.responses_source import ConversationReplies
 from data.folder_lock import FolderInUse, claim_folder
 from data.response_store import ResponseStore, StoreCorrupt, check_database
 from data.training_store import TrainingStore
@@ -191,8 +191,7 @@ def build_context(settings: Settings, chat_engine_factory: ChatEngineFactory | N
         generation=generation,
         embeddings=embeddings,
         training=TrainingStore(settings.training_data_dir),
-        # The lead replaces GenerationServiceReplies with the native engine's ReplySource (tools, text.format).
-        responses=ResponsesService(store, GenerationServiceReplies(generation)),
+        responses=ResponsesService(store, ConversationReplies(generation)),
         metrics=metrics,
         extra_model_cards=[ModelCard(id=settings.embedding_model, created=int(time.time()), owned_by="sentence-transformers")],
     )

@@ -196,6 +196,7 @@ def model_schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, s
     name = model.__name__
     if name not in schemas:
         schema = model.model_json_schema(ref_template=REF)
-        schemas.update(schema.pop("$defs", {}))
-        schemas[name] = schema
+        for used, definition in {**schema.pop("$defs", {}), name: schema}.items():
+            if schemas.setdefault(used, definition) != definition:  # two models of one name: one would be documented wrong
+                raise ValueError(f"two request or response models are named {used}; rename one")
     return {"$ref": REF.format(model=name)}

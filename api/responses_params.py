@@ -68,7 +68,7 @@ class TextConfig(BaseModel):
     verbosity: Literal["low", "medium", "high"] | None = Field(None, description="Ignored.")
 
 
-class ToolChoiceFunction(BaseModel):
+class ResponsesToolChoiceFunction(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["function"]
     name: str
@@ -104,7 +104,7 @@ def parse_tool_choice(raw: Any) -> str | dict[str, Any]:
     if not isinstance(raw, dict):
         raise InvalidRequest("tool_choice must be none, auto, required or an object", param="tool_choice")
     if raw.get("type") == "function":
-        validate_as(ToolChoiceFunction, raw, "tool_choice")
+        validate_as(ResponsesToolChoiceFunction, raw, "tool_choice")
     elif raw.get("type") == "allowed_tools":
         validate_as(ToolChoiceAllowed, raw, "tool_choice")
     else:  # a built-in tool (web_search_preview, custom, mcp...): it would force a tool that never runs here

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr, WithJsonSchema, field_validator, model_validator
 
 from api.protocol import MAX_TOKENS_CAP, model_field, temperature_field, top_p_field, user_field
@@ -27,11 +26,12 @@ from api.responses_params import (
     OtherTool,
     TextConfig,
     ToolChoiceAllowed,
-    ToolChoiceFunction,
+    ResponsesToolChoiceFunction,
     parse_text,
     parse_tool_choice,
     parse_tools,
 )
+from api.structured_output import JSON_OBJECT, checked_schema, schema_constraint
 from errors import InvalidRequest, UnsupportedParameter
 from models.conversation import FunctionTool, ToolChoice
 from models.interfaces import Constraint, SamplingParams
@@ -116,7 +116,7 @@ class ResponseCreateRequest(BaseModel):
         parse_tools, json_schema_input_type=list[FunctionToolParam | OtherTool] | None)] = Field(
         default_factory=list, description="Function tools; other tools are accepted and ignored (named).")
     tool_choice: Annotated[str | dict[str, Any], PlainValidator(
-        parse_tool_choice, json_schema_input_type=Literal["none", "auto", "required"] | ToolChoiceFunction
+        parse_tool_choice, json_schema_input_type=Literal["none", "auto", "required"] | ResponsesToolChoiceFunction
         | ToolChoiceAllowed | None)] = "auto"
     parallel_tool_calls: Annotated[bool, _null_is(True)] = True
     text: Annotated[TextConfig | None, PlainValidator(parse_text, json_schema_input_type=TextConfig | None)] = None
@@ -201,6 +201,7 @@ class ResponseCreateRequest(BaseModel):
     def _check_tools(self) -> None:
         names: set[str] = set()
         for index, tool in self.function_tools():
+            checked_schema(tool.parameters, f"tools[{index}].parameters")  # 400 naming the keyword it cannot enforce
             if tool.name in names:
                 raise InvalidRequest(f"tools[{index}].name: two function tools are named {tool.name!r}",
                                      param=f"tools[{index}].name")
@@ -229,12 +230,13 @@ class ResponseCreateRequest(BaseModel):
         return [i for i, _ in tools], tuple(t for _, t in tools), normalised
 
     def constraint(self) -> Constraint | None:
-        """`text.format` as data for the engine: the whole output one JSON value of that schema."""
+        """`text.format` as data for the engine: the whole output one JSON value of that schema (checked as
+        chat's response_format is: enforced exactly, or 400 naming `text.format.schema` and the keyword)."""
         fmt = self.text.format if self.text is not None else None
         if isinstance(fmt, FormatJsonSchema):
-            return Constraint(kind="json_schema", schema=orjson.dumps(fmt.schema_, option=orjson.OPT_SORT_KEYS).decode())
+            return schema_constraint(fmt.schema_, "text.format.schema")
         if isinstance(fmt, FormatJsonObject):
-            return Constraint(kind="json_schema", schema='{"type":"object"}')
+            return JSON_OBJECT
         return None
 
     def to_sampling_params(self) -> SamplingParams:

@@ -1,9 +1,6 @@
 """/v1/responses with the real model, through the `openai` SDK: plain, streamed, stored and read back,
-continued over three turns from the KV cache, a Codex-shaped request, and (once the route runs on the
-native engine) `parse` with a pydantic `text_format` and a function-tool round trip.
-
-Skipped as a whole where /v1/responses answers 404 or 501 (a server without it); the tests that need
-tools or `text.format` are skipped while the route's reply source refuses them (`native`).
+continued over three turns from the KV cache, a Codex-shaped request, `parse` with a pydantic
+`text_format` and a function-tool round trip.
 """
 
 from __future__ import annotations
@@ -27,26 +24,6 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "The curren
 CONTEXT = "You are a helpful geography assistant. Answer briefly and precisely, in one sentence. " * 12
 CODEX_INSTRUCTIONS = ("You are Codex, a coding agent running in a terminal. Read files before you change them, keep "
                       "changes small, run the tests, and explain what you did in a few lines. ") * 122  # 20 KB
-
-
-@pytest.fixture(scope="module", autouse=True)
-def responses_served(live_server):
-    response = httpx.post(live_server.base_url + "/v1/responses", headers=live_server.headers(), timeout=120,
-                          json={"input": "hi", "max_output_tokens": 1, "store": False})
-    if response.status_code in (404, 501):
-        pytest.skip(f"/v1/responses is not served here ({response.status_code})")
-
-
-@pytest.fixture(scope="module")
-def native(openai_client, default_model) -> None:
-    """Skip unless /v1/responses runs on the native engine: tools and text.format honoured, not refused."""
-    try:
-        openai_client.responses.create(model=default_model, input="Weather in Oslo?", tools=[WEATHER], store=False,
-                                       max_output_tokens=1)
-    except openai.BadRequestError as exc:
-        if exc.code == "unsupported_parameter" and exc.param == "tools":
-            pytest.skip("/v1/responses is not wired to the native engine yet (tools are refused)")
-        raise
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +138,7 @@ def test_a_streaming_client_that_leaves_stops_the_generation_and_it_is_kept_canc
     assert kept.status == "cancelled" and kept.output_text and kept.usage is None
 
 
-def test_parse_with_a_pydantic_text_format(native, openai_client, default_model):
+def test_parse_with_a_pydantic_text_format(openai_client, default_model):
     class City(BaseModel):
         name: str
         country: str
@@ -172,7 +149,7 @@ def test_parse_with_a_pydantic_text_format(native, openai_client, default_model)
     assert json.loads(parsed.output_text) == parsed.output_parsed.model_dump()
 
 
-def test_a_function_tool_round_trip(native, openai_client, default_model):
+def test_a_function_tool_round_trip(openai_client, default_model):
     asked = openai_client.responses.create(model=default_model, input="What is the weather in Oslo?", tools=[WEATHER],
                                            tool_choice="required", temperature=0, max_output_tokens=64)
     (call,) = [item for item in asked.output if item.type == "function_call"]

@@ -134,8 +134,9 @@ def test_a_function_call_output_needs_its_call_earlier():
 def test_text_format_becomes_the_engines_constraint_and_the_echo():
     schema = {"type": "object", "properties": {"b": {"type": "integer"}, "a": {"type": "string"}}, "required": ["a"]}
     body = parse(text={"format": {"type": "json_schema", "name": "Thing", "schema": schema, "strict": True}})
+    # the keys' order is kept: properties are generated in the schema's order
     assert body.to_sampling_params().constraint.schema == (
-        '{"properties":{"a":{"type":"string"},"b":{"type":"integer"}},"required":["a"],"type":"object"}')
+        '{"type":"object","properties":{"b":{"type":"integer"},"a":{"type":"string"}},"required":["a"]}')
     assert body.text_echo() == {"format": {"type": "json_schema", "name": "Thing", "schema": schema, "strict": True},
                                 "verbosity": "medium"}
     assert parse(text={"format": {"type": "json_object"}}).constraint().schema == '{"type":"object"}'

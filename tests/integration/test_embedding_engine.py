@@ -126,8 +126,10 @@ def test_bfloat16_keeps_token_counts_and_the_256_token_window(engine, bf16_engin
 
 
 def test_a_model_whose_bfloat16_vectors_stray_runs_float32(engine, monkeypatch):
+    convert = embedding_engine.to_bfloat16
+
     def damaging(model):
-        undo = embedding_engine.to_bfloat16(model)
+        undo = convert(model)
         for linear in [m for m in model.modules() if type(m).__name__ == "BF16Linear"][:6]:
             linear.weight.data.mul_(0.5)  # a conversion gone wrong
         return undo

@@ -16,9 +16,16 @@ import time
 
 import numpy as np
 
-from bench.embedding_load import MODEL, Measurement
-from models.embedding_engine import resolve_model_source
-from models.embedding_precision import cpu_capabilities, native_bf16, onednn_bf16, to_bfloat16
+# The server's runtime settings (models/embedding_engine.py), set before anything here imports torch:
+# libgomp reads OMP_WAIT_POLICY once, at torch's import, and a spinning OpenMP thread on a busy
+# 2-core machine makes raw encode several times slower than the server it is compared with.
+TORCH_WAS_LOADED = "torch" in sys.modules  # then the policy below comes too late
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from bench.embedding_load import MODEL, Measurement  # noqa: E402 - after the environment is set
+from models.embedding_engine import resolve_model_source  # noqa: E402
+from models.embedding_precision import cpu_capabilities, native_bf16, onednn_bf16, to_bfloat16  # noqa: E402
 
 VARIANTS = ("float32", "bfloat16", "full", "autocast")
 
@@ -33,10 +40,6 @@ class RawEncoder:
     def __init__(self, threads: int, variant: str = "float32"):
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        # The server's runtime setting (models/embedding_engine.py), read by libgomp at torch import.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        self.torch_was_loaded = "torch" in sys.modules  # then the policy above came too late
         import torch
         from sentence_transformers import SentenceTransformer
 

@@ -64,7 +64,7 @@ from bench.common import (
 )
 from bench.servers import ServerProcess, start_our_server
 from bench.embedding_load import MODEL, Measurement, drive_server, endpoint_path
-from bench.embedding_raw import RawEncoder, cpu_summary
+from bench.embedding_raw import TORCH_WAS_LOADED, RawEncoder, cpu_summary
 from bench.embeddings_report import COLUMNS, FP32, INFINITY, NAME, OURS, RAW, label_of, ratio_notes, row_of
 from models.embedding_engine import resolve_model_source
 
@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             label = INFINITY if system == INFINITY else f"{OURS} {dtype}, batching {mode}"
             notes.append(f"{label}: vectors differ from raw encode ({dtype}) by at most "
                          f"{check_vectors(server, raw[dtype], texts[:16]):.2e}")
-        if raw[FP32].torch_was_loaded:
+        if TORCH_WAS_LOADED:
             notes.append("torch was imported before this benchmark: raw encode runs with whatever OpenMP policy it got")
         configs = _configs(args, servers)
         results: dict[tuple, list[Measurement]] = {c: [] for c in configs}
@@ -187,7 +187,11 @@ def run(args: argparse.Namespace) -> list[dict]:
                 if system == RAW:
                     m = raw[dtype].measure(texts, batch, args.embed_seconds, args.embed_max_requests)
                 else:
-                    m = _run_async(drive_server(servers[(system, dtype, mode)], texts, clients, args.embed_seconds,
+                    server = servers[(system, dtype, mode)]
+                    if server.process.poll() is not None:  # say why, rather than "connection refused"
+                        raise RuntimeError(f"{label_of(config)}: the server exited with {server.process.returncode}:\n"
+                                           + server.log_tail())
+                    m = _run_async(drive_server(server, texts, clients, args.embed_seconds,
                                                 args.embed_max_requests, args.embed_client))
                 results[config].append(m)
                 print(f"round {round_no + 1}: {label_of(config)}: {m.throughput:.1f} inputs/s"

@@ -60,7 +60,7 @@ def test_embedding_benchmark_prints_ratios_against_raw_encode(tmp_path):
     assert "float32, batching on/off at 4 clients" in out
     assert "bfloat16 server/raw float32 batched encode at 4 clients" in out
     assert "bfloat16 server/raw bfloat16 batched encode at 4 clients" in out
-    assert "vectors differ from raw encode by at most" in out
+    assert "server bfloat16, batching on: vectors differ from raw encode (bfloat16) by at most" in out
     differences = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if "vectors differ" in line]
     assert len(differences) == 3 and max(differences) < 1e-4, out  # each server against raw encode in its dtype
 

@@ -61,13 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _neighbours(queries: np.ndarray, index: np.ndarray, query_rows: list[int]) -> np.ndarray:
+    """The TOP_K nearest rows of `index` to each query (fewer in a set that small), the query's own left out."""
     scores = queries @ index.T
     scores[np.arange(len(query_rows)), query_rows] = -np.inf  # a text is not its own neighbour
-    return np.argsort(-scores, axis=1)[:, :TOP_K]
+    return np.argsort(-scores, axis=1)[:, : min(TOP_K, len(index) - 1)]
 
 
 def _overlap(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
-    shares = [len(set(g) & set(w)) / TOP_K for g, w in zip(got.tolist(), want.tolist())]
+    shares = [len(set(g) & set(w)) / len(w) for g, w in zip(got.tolist(), want.tolist())]
     return float(np.mean(shares)), float(np.min(shares))
 
 

@@ -47,6 +47,7 @@ import asyncio
 import itertools
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python bench/embeddings.py`
@@ -134,13 +135,20 @@ def _run_async(coro):
 
 
 def _start_servers(args: argparse.Namespace, notes: list[str]) -> dict[tuple, ServerProcess]:
-    """Ours per (dtype, batching), and infinity (float32) if installed; keyed like the configurations."""
+    """Ours per (dtype, batching), and infinity (float32) if installed; keyed like the configurations.
+
+    Ours start side by side (each mostly waits on imports and the model load), before any measuring."""
+    env = {"EMBEDDING_THREADS": str(args.embed_threads)}
+    ours = {(OURS, dtype, "on"): {**env, "EMBEDDING_DTYPE": dtype} for dtype in args.embed_dtype_list}
+    ours[(OURS, FP32, "off")] = {**env, "EMBEDDING_DTYPE": FP32, "EMBED_MAX_BATCH": "1"}
     servers: dict[tuple, ServerProcess] = {}
     try:
-        env = {"EMBEDDING_THREADS": str(args.embed_threads)}
-        for dtype in args.embed_dtype_list:
-            servers[(OURS, dtype, "on")] = start_our_server({**env, "EMBEDDING_DTYPE": dtype})
-        servers[(OURS, FP32, "off")] = start_our_server({**env, "EMBEDDING_DTYPE": FP32, "EMBED_MAX_BATCH": "1"})
+        with ThreadPoolExecutor(len(ours)) as pool:
+            starting = {key: pool.submit(start_our_server, server_env) for key, server_env in ours.items()}
+        servers.update({key: f.result() for key, f in starting.items() if f.exception() is None})
+        failed = next((f.exception() for f in starting.values() if f.exception() is not None), None)
+        if failed is not None:
+            raise failed  # the ones that started are stopped below
         if not args.skip_infinity:
             infinity = peers.start_or_skip(peers.INFINITY, notes, lambda: peers.start_infinity(
                 Path(resolve_model_source(MODEL)), MODEL, threads=args.embed_threads))

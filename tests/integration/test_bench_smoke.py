@@ -45,11 +45,11 @@ def test_generation_benchmark_prints_ratios_against_raw_gpt4all(tmp_path):
 
 def test_embedding_benchmark_prints_ratios_against_raw_encode(tmp_path):
     out, rows = _bench(tmp_path, "bench/embeddings.py", "--quick", "--embed-seconds", "0.5", "--embed-clients", "1,4",
-                       "--skip-infinity")
+                       "--embed-raw-batch", "8", "--skip-infinity")
     labels = [(r["system"], r["dtype"], r["batching"], r["clients"], r["batch"]) for r in rows]
     assert labels == [
-        ("raw encode", "float32", "-", None, 1), ("raw encode", "float32", "-", None, 32),
-        ("raw encode", "bfloat16", "-", None, 1), ("raw encode", "bfloat16", "-", None, 32),
+        ("raw encode", "float32", "-", None, 1), ("raw encode", "float32", "-", None, 8),
+        ("raw encode", "bfloat16", "-", None, 1), ("raw encode", "bfloat16", "-", None, 8),
         ("server", "float32", "on", 1, 1), ("server", "float32", "on", 4, 1),
         ("server", "bfloat16", "on", 1, 1), ("server", "bfloat16", "on", 4, 1),
         ("server", "float32", "off", 1, 1), ("server", "float32", "off", 4, 1),
@@ -66,8 +66,8 @@ def test_embedding_benchmark_prints_ratios_against_raw_encode(tmp_path):
 
 
 def test_embedding_accuracy_benchmark_compares_bfloat16_with_float32(tmp_path):
-    out, rows = _bench(tmp_path, "bench/embedding_accuracy.py", "--accuracy-step", "128", "--accuracy-variants", "bfloat16")
-    assert [(r["variant"], r["texts"]) for r in rows] == [("float32", 16), ("bfloat16", 16)]
+    out, rows = _bench(tmp_path, "bench/embedding_accuracy.py", "--accuracy-step", "256", "--accuracy-variants", "bfloat16")
+    assert [(r["variant"], r["texts"]) for r in rows] == [("float32", 8), ("bfloat16", 8)]
     assert rows[0]["min_cosine"] > 0.99999 and rows[0]["top10_vs_fp32_index_mean"] == 1.0  # fp32 against itself
     assert 0.999 <= rows[1]["min_cosine"] < 1 and rows[1]["texts_per_s"] > 0 and rows[1]["speed_vs_fp32"] > 0
     assert "bfloat16: min cosine" in out and "meets the goal 0.999" in out

@@ -29,8 +29,9 @@ def same(stored: dict, new: dict) -> bool:
 
 def updated(stored: dict, new: dict) -> dict:
     record = dict(new, created_at=stored.get("created_at", new["created_at"]), updated_at=new["created_at"])
-    if "embedding" in record:  # keep the documented key order: embedding last
-        record["embedding"] = record.pop("embedding")
+    for key in ("embedding_dtype", "embedding"):  # keep the documented key order: these last
+        if key in record:
+            record[key] = record.pop(key)
     return record
 
 

@@ -126,7 +126,9 @@ async def test_each_embedding_says_its_dtype_and_older_records_without_one_still
     assert list(records[1])[-2:] == ["embedding_dtype", "embedding"] and records[0]["embedding"] == [0.5, 0.5]
     updated = await store.ingest("mixed", [ex("new", "changed")], upsert=True, embeddings=[[1.0, 0.0]])
     assert updated["updated"] == 1
-    assert lines_of(tmp_path / "mixed.jsonl")[1]["embedding_dtype"] == "float32"  # the default, as before
+    replaced = lines_of(tmp_path / "mixed.jsonl")[1]
+    assert replaced["embedding_dtype"] == "float32"  # the default, as before
+    assert list(replaced)[-3:] == ["updated_at", "embedding_dtype", "embedding"]
 
 
 @pytest.mark.asyncio

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -114,6 +114,13 @@ class Settings(BaseModel):
     )
     embedding_device: str = Field("cpu", description="`cpu`, `cuda` or `mps`.")
     embedding_threads: int = Field(0, ge=0, description="torch threads for embeddings; 0 means all cores.")
+    embedding_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="What the embedding model computes in. `auto`: bfloat16 where the CPU computes it natively "
+        "(AVX512-BF16 or AMX, as torch reports them), else float32. `bfloat16` also where it is emulated, which is "
+        "slower. Vectors are float32 either way, within cosine 0.999 of float32's (checked at load; a model that "
+        "strays runs float32). `/metrics` says which runs and why.",
+    )
     embed_max_batch: int = Field(64, ge=1, le=4096, description="Most inputs in one `encode` call.")
     embed_max_wait_ms: float = Field(5.0, ge=0, description="Longest wait, after a batch ends, for the next batch to fill.")
     embed_max_queue: int = Field(4096, ge=1, description="Inputs allowed to wait for the embedding model; past it, 429.")

@@ -72,7 +72,8 @@ def health_detail(ctx: AppContext) -> dict:
     embeddings = ctx.embeddings
     return {"model": ctx.default_model, "model_state": state, "model_error": detail,
             "embedding_model": ctx.settings.embedding_model, "embedding_state": embeddings.state,
-            "embedding_error": embeddings.error}
+            "embedding_error": embeddings.error, "embedding_dtype": embeddings.dtype,
+            "embedding_dtype_reason": embeddings.dtype_reason}
 
 
 @bp.get("/health")

@@ -22,11 +22,13 @@ async def ingest(request: Request) -> HTTPResponse:
             f"at most {ctx.settings.max_ingest_examples} examples per request (MAX_INGEST_EXAMPLES)", param="examples"
         )
     examples = [e.model_dump(exclude_none=True) for e in body.examples]
-    embeddings = None
+    embeddings, dtype = None, "float32"
     if body.store_embeddings:
-        rows = await ctx.embeddings.require().embed([f"{e.prompt}\n{e.response}" for e in body.examples])
-        embeddings = rows.tolist()
-    result = await ctx.training.ingest(dataset, examples, upsert=body.upsert, embeddings=embeddings)
+        batcher = ctx.embeddings.require()
+        rows = await batcher.embed([f"{e.prompt}\n{e.response}" for e in body.examples])
+        embeddings, dtype = rows.tolist(), ctx.embeddings.dtype or "float32"  # stored beside each vector
+    result = await ctx.training.ingest(dataset, examples, upsert=body.upsert, embeddings=embeddings,
+                                       embedding_dtype=dtype)
     ctx.metrics.observe_training_ingest(result)
     return json_response(IngestResponse(dataset=dataset, **result))
 

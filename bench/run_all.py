@@ -25,6 +25,7 @@ from bench.common import ROOT, add_common_arguments, machine_info
 BENCHMARKS = {
     "generation": "bench.generation",
     "embeddings": "bench.embeddings",
+    "embedding_accuracy": "bench.embedding_accuracy",
     "training": "bench.training",
     "multiturn": "bench.multiturn",
     "cluster": "bench.cluster",

@@ -1,7 +1,8 @@
 """The training-dataset store: JSONL files under one root folder, written so nothing is lost.
 
 Each dataset `<name>` is the file `<root>/<name>.jsonl`, one JSON object per line:
-`{"id", "prompt", "response", "meta", "created_at"[, "updated_at"][, "embedding"]}`.
+`{"id", "prompt", "response", "meta", "created_at"[, "updated_at"][, "embedding_dtype", "embedding"]}`
+(data/record_format.py).
 
 Names: `^[A-Za-z0-9._-]{1,64}$`, never `.` or `..`, so no name can leave the root (and a
 symlink that would is refused too). Anything else is InvalidRequest(param="dataset"). Names keep
@@ -203,10 +204,11 @@ class TrainingStore:
                 del self._locks[key]
 
     async def ingest(self, dataset: str, examples: list[dict], upsert: bool = False,
-                     embeddings: list[list[float]] | None = None) -> dict:
-        """Store `examples`; returns {inserted, updated, skipped, size} once they are on disk."""
+                     embeddings: list[list[float]] | None = None, embedding_dtype: str = "float32") -> dict:
+        """Store `examples` (with `embeddings` made in `embedding_dtype`); returns {inserted, updated, skipped, size}
+        once they are on disk."""
         path = self.path_for(dataset)
-        records = record_format.prepare(examples, embeddings)
+        records = record_format.prepare(examples, embeddings, embedding_dtype)
         async with self._locked(dataset):
             twin = await asyncio.to_thread(_case_twin, path)
             if twin is not None:

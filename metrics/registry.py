@@ -179,6 +179,8 @@ class _LiveCollector(Collector):
         rejected = CounterMetricFamily(_name("queue_rejected"), "Submissions refused with 429 because the queue was full.", labels=["scheduler"])
         cancelled = CounterMetricFamily(_name("jobs_cancelled"), "Jobs cancelled (client gone, shutdown) before or while running.", labels=["scheduler"])
         models = GaugeMetricFamily(_name("model_loaded"), "1 for each chat model worker, by state.", labels=["model", "state"])
+        dtypes = GaugeMetricFamily(_name("embedding_dtype"), "1 for the number format the embedding model computes in.",
+                                   labels=["dtype"])
         for name, stats in m.live_stats().items():
             depth.add_metric([name], stats.queue_depth)
             limit.add_metric([name], stats.max_queue)
@@ -187,7 +189,9 @@ class _LiveCollector(Collector):
             cancelled.add_metric([name], stats.cancelled)
             for model, state in stats.models.items():
                 models.add_metric([model, state], 1)
-        yield from (depth, limit, running, rejected, cancelled, models)
+            if stats.dtype is not None:
+                dtypes.add_metric([stats.dtype], 1)
+        yield from (depth, limit, running, rejected, cancelled, models, dtypes)
 
         p = m.process.sample()
         yield GaugeMetricFamily(_name("process_cpu_percent"), "CPU use of the server process (100 = one core).", value=p.cpu_percent)

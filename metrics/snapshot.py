@@ -49,7 +49,7 @@ def build_snapshot(metrics: Metrics, *, default_model: str | None = None, versio
         "models": _models(metrics, live.get("generation")),
         "process": process.as_dict(),
         "schedulers": {
-            name: {**stats.counts(), **(_generation(metrics) if name == "generation" else _embedding(metrics))}
+            name: {**stats.counts(), **(_generation(metrics) if name == "generation" else _embedding(metrics, stats))}
             for name, stats in live.items()
         },
         "training": _training(metrics),
@@ -124,7 +124,7 @@ def _generation(m: Metrics) -> dict[str, Any]:
     }
 
 
-def _embedding(m: Metrics) -> dict[str, Any]:
+def _embedding(m: Metrics, stats: QueueStats) -> dict[str, Any]:
     rows = m.recent_batches.rows()
     buckets, below = {}, 0.0  # Prometheus buckets are cumulative; the JSON gives each bucket's own count
     for labels, cumulative in _samples(m.embedding_batch_size, "_bucket"):
@@ -133,6 +133,7 @@ def _embedding(m: Metrics) -> dict[str, Any]:
     inputs = sum(v for _, v in _samples(m.embedding_batch_size, "_sum"))
     batches = sum(v for _, v in _samples(m.embedding_batch_size, "_count"))
     return {
+        "dtype": stats.dtype,  # what the model computes in; vectors are float32 either way
         "batches": _count(batches),
         "inputs": _count(inputs),
         "inputs_per_s": round(sum(r.size for r in m.recent_batches.rows(RATE_WINDOW_S)) / RATE_WINDOW_S, 3),

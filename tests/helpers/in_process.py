@@ -70,8 +70,9 @@ class ServedApp:
 
 
 @contextlib.asynccontextmanager
-async def served_app(tmp_path: Path, **env: str) -> AsyncIterator[ServedApp]:
-    """The app on fake engines; `env` overrides settings by their environment names (`MAX_N="2"`)."""
+async def served_app(tmp_path: Path, embedding: FakeEmbeddingEngine | None = None, **env: str) -> AsyncIterator[ServedApp]:
+    """The app on fake engines (`embedding`: a configured one); `env` overrides settings by their
+    environment names (`MAX_N="2"`)."""
     write_fake_gguf(tmp_path / "models")
     settings = Settings.from_env({
         "MODELS_DIR": str(tmp_path / "models"),
@@ -81,7 +82,7 @@ async def served_app(tmp_path: Path, **env: str) -> AsyncIterator[ServedApp]:
         "DEFAULT_API_KEY": "",
         **env,
     })
-    chat, embedding = FakeChatEngine(), FakeEmbeddingEngine()
+    chat, embedding = FakeChatEngine(), embedding or FakeEmbeddingEngine()
     Sanic.test_mode = True  # lets each test build an app of its own name
     app = create_app(settings, chat_engine_factory=lambda _model: chat, embedding_engine_factory=lambda: embedding,
                      mount_ui=False, name=f"in_process_{next(_names)}")

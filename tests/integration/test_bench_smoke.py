@@ -45,19 +45,32 @@ def test_generation_benchmark_prints_ratios_against_raw_gpt4all(tmp_path):
 
 def test_embedding_benchmark_prints_ratios_against_raw_encode(tmp_path):
     out, rows = _bench(tmp_path, "bench/embeddings.py", "--quick", "--embed-seconds", "0.5", "--embed-clients", "1,4",
-                       "--skip-infinity")
-    labels = [(r["system"], r["batching"], r["clients"], r["batch"]) for r in rows]
+                       "--embed-raw-batch", "8", "--skip-infinity")
+    labels = [(r["system"], r["dtype"], r["batching"], r["clients"], r["batch"]) for r in rows]
     assert labels == [
-        ("raw encode", "-", None, 1), ("raw encode", "-", None, 32),
-        ("server", "on", 1, 1), ("server", "on", 4, 1), ("server", "off", 1, 1), ("server", "off", 4, 1),
+        ("raw encode", "float32", "-", None, 1), ("raw encode", "float32", "-", None, 8),
+        ("raw encode", "bfloat16", "-", None, 1), ("raw encode", "bfloat16", "-", None, 8),
+        ("server", "float32", "on", 1, 1), ("server", "float32", "on", 4, 1),
+        ("server", "bfloat16", "on", 1, 1), ("server", "bfloat16", "on", 4, 1),
+        ("server", "float32", "off", 1, 1), ("server", "float32", "off", 4, 1),
     ]
     for row in rows:
         assert row["inputs"] > 0 and row["errors"] == 0, row
-        assert row["ratio_vs_raw_batched"] > 0, row
-    assert "batching on/off at 4 clients" in out
-    assert "vectors differ from raw encode by at most" in out
+        assert row["ratio_vs_raw_batched"] > 0 and row["ratio_vs_raw_same_dtype"] > 0, row
+    assert "float32, batching on/off at 4 clients" in out
+    assert "bfloat16 server/raw float32 batched encode at 4 clients" in out
+    assert "bfloat16 server/raw bfloat16 batched encode at 4 clients" in out
+    assert "server bfloat16, batching on: vectors differ from raw encode (bfloat16) by at most" in out
     differences = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if "vectors differ" in line]
-    assert differences and max(differences) < 1e-4, out
+    assert len(differences) == 3 and max(differences) < 1e-4, out  # each server against raw encode in its dtype
+
+
+def test_embedding_accuracy_benchmark_compares_bfloat16_with_float32(tmp_path):
+    out, rows = _bench(tmp_path, "bench/embedding_accuracy.py", "--accuracy-step", "256", "--accuracy-variants", "bfloat16")
+    assert [(r["variant"], r["texts"]) for r in rows] == [("float32", 8), ("bfloat16", 8)]
+    assert rows[0]["min_cosine"] > 0.99999 and rows[0]["top10_vs_fp32_index_mean"] == 1.0  # fp32 against itself
+    assert 0.999 <= rows[1]["min_cosine"] < 1 and rows[1]["texts_per_s"] > 0 and rows[1]["speed_vs_fp32"] > 0
+    assert "bfloat16: min cosine" in out and "meets the goal 0.999" in out
 
 
 def test_training_benchmark_shows_ingest_time_independent_of_dataset_size(tmp_path):

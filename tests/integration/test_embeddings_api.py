@@ -306,3 +306,9 @@ def test_readme_embedding_examples_work_as_written(small_queue_server, reference
         vectors = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
         np.testing.assert_allclose(vectors, reference_model.encode(inputs), rtol=0, atol=CLOSE)
         assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 0
+
+
+def test_metrics_say_which_dtype_the_model_computes_in(http):
+    health = http.get("/metrics").json()["health"]  # the suite pins float32 (tests/conftest.py)
+    assert (health["embedding_dtype"], health["embedding_dtype_reason"]) == ("float32", "EMBEDDING_DTYPE=float32")
+    assert http.get("/metrics").json()["schedulers"]["embedding"]["dtype"] == "float32"

@@ -27,7 +27,7 @@ from tests.conftest import API_KEY, start_server
 from tests.helpers import readme_examples
 from tests.helpers.readme_examples import README_KEY
 
-RECORD_KEYS = {"id", "prompt", "response", "meta", "created_at"}
+RECORD_KEYS = ["id", "prompt", "response", "meta", "created_at"]  # in stored order
 
 
 def fresh(prefix: str = "ds") -> str:
@@ -88,7 +88,7 @@ def test_insert_reinsert_and_upsert_counts(http, live_server):
     path = live_server.data_dir / f"{dataset}.jsonl"
     stored = file_records(path)
     assert [r["id"] for r in stored] == [key_of(examples[0]["prompt"]), key_of(examples[1]["prompt"]), "own-key"]
-    assert all(set(r) == RECORD_KEYS for r in stored)
+    assert all(set(r) == set(RECORD_KEYS) for r in stored)
     assert stored[0]["meta"] == {"lang": "en"} and stored[1]["meta"] == {}
     before = path.read_bytes()
 
@@ -123,7 +123,9 @@ def test_store_embeddings_matches_the_embeddings_endpoint(http, live_server):
         body = ok(http.post("/v1/embeddings", json={"input": text}))
         np.testing.assert_allclose(stored, np.array(body["data"][0]["embedding"], dtype=np.float32), rtol=0, atol=1e-5)
     on_disk = file_records(live_server.data_dir / f"{dataset}.jsonl")
-    assert all(len(r["embedding"]) == 384 and set(r) == RECORD_KEYS | {"embedding"} for r in on_disk)
+    assert all(len(r["embedding"]) == 384 and list(r) == [*RECORD_KEYS, "embedding_dtype", "embedding"] for r in on_disk)
+    running = http.get("/metrics").json()["schedulers"]["embedding"]["dtype"]  # the dtype the vectors were made in
+    assert {r["embedding_dtype"] for r in on_disk} == {running}
     assert listed(http, dataset)["has_embeddings"] is True
 
 

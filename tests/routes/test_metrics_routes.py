@@ -18,8 +18,10 @@ async def test_a_generation_and_an_embedding_batch_reach_both_formats(served):
     assert snapshot["tokens"]["prompt"] == 2 and snapshot["tokens"]["completion"] == 3
     assert snapshot["models"]["fake-chat.gguf"]["state"] == "ready"
     assert embedding["batches"] == 1 and embedding["inputs"] == 2 and embedding["queue_wait_s"]["count"] == 1
+    assert embedding["dtype"] == snapshot["health"]["embedding_dtype"] == "float32"
     text = (await served.client.get("/metrics", params={"format": "prometheus"}, headers=key)).text
     assert 'llm_server_queue_depth{scheduler="generation"} 0.0' in text
     assert 'llm_server_queue_depth{scheduler="embedding"} 0.0' in text
     assert 'llm_server_model_loaded{model="fake-chat.gguf",state="ready"} 1.0' in text
+    assert 'llm_server_embedding_dtype{dtype="float32"} 1.0' in text
     assert 'llm_server_completion_tokens_total{model="fake-chat.gguf"} 3.0' in text

@@ -125,3 +125,8 @@ def test_markdown_table_lists_every_variable_with_its_default():
         assert f"| `{name.upper()}` |" in table
     assert "| `PORT` | `8000` |" in table
     assert "| `API_KEYS` | (empty) |" in table
+
+
+def test_the_readme_carries_the_generated_table():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert markdown_table() in readme, "regenerate the README's configuration table with `python settings.py`"

@@ -114,6 +114,24 @@ async def test_embeddings_are_stored_and_listed(tmp_path):
 
 
 @pytest.mark.asyncio
+async def test_each_embedding_says_its_dtype_and_older_records_without_one_still_read(tmp_path):
+    store = TrainingStore(tmp_path)
+    old = {"id": "old", "prompt": "o", "response": "r", "meta": {}, "created_at": "2026-01-01T00:00:00.000Z",
+           "embedding": [0.5, 0.5]}  # written before embedding_dtype existed: float32
+    (tmp_path / "mixed.jsonl").write_bytes(orjson.dumps(old) + b"\n")
+    await store.ingest("mixed", [ex("new")], embeddings=[[0.25, 0.75]], embedding_dtype="bfloat16")
+    await store.ingest("mixed", [ex("text only")])
+    records = (await store.read("mixed"))["data"]
+    assert [r.get("embedding_dtype") for r in records] == [None, "bfloat16", None]
+    assert list(records[1])[-2:] == ["embedding_dtype", "embedding"] and records[0]["embedding"] == [0.5, 0.5]
+    updated = await store.ingest("mixed", [ex("new", "changed")], upsert=True, embeddings=[[1.0, 0.0]])
+    assert updated["updated"] == 1
+    replaced = lines_of(tmp_path / "mixed.jsonl")[1]
+    assert replaced["embedding_dtype"] == "float32"  # the default, as before
+    assert list(replaced)[-3:] == ["updated_at", "embedding_dtype", "embedding"]
+
+
+@pytest.mark.asyncio
 async def test_concurrent_ingests_to_one_dataset_lose_nothing(tmp_path):
     store = TrainingStore(tmp_path)
 

@@ -59,10 +59,12 @@ class Settings(BaseModel):
     n_ctx: int = Field(2048, ge=128, le=131072, description="Context window in tokens (prompt + completion).")
     n_batch: int = Field(
         32, ge=1, le=4096,
-        description="Prompt tokens evaluated per batch (GPT4All uses at most 128). A client that leaves, or a job waiting "
-        "behind a reply being evaluated again, waits at most one batch.",
+        description="Prompt tokens evaluated per batch (at most 512, llama.cpp's physical batch). A client that leaves, or a "
+        "job waiting behind a reply being evaluated again, waits at most one batch.",
     )
-    device: str = Field("cpu", description="GPT4All device: `cpu`, `gpu`, `kompute`, `cuda` or a GPU name.")
+    device: str = Field(
+        "cpu", description="`cpu`, or a GPU as GPT4All names them: `gpu`, `kompute`, `cuda`, `amd`, `nvidia`, `intel`, "
+        "`cuda:<name>` or a device name. A GPU that GPT4All does not find fails the model's load, saying so; never the CPU instead.")
     chat_template_timeout_s: float = Field(
         2.0,
         gt=0,
@@ -93,7 +95,8 @@ class Settings(BaseModel):
         True, description="Keep each model's KV cache between requests and evaluate only what follows the shared prefix."
     )
     prefix_cache_slots: int = Field(
-        4, ge=1, le=64, description="Contexts kept per model (one GPT4All instance each): conversations that keep their cache."
+        4, ge=1, le=64, description="Contexts kept per model (one llama.cpp context, its own KV cache, each): conversations "
+        "that keep their cache."
     )
     prefix_cache_mb: int = Field(
         1024, ge=0, description="Bound on all contexts' KV caches together (each sized for `N_CTX`); at least one context always exists."

@@ -56,7 +56,7 @@ TAGS = {
     "Training": "Prompt/response datasets stored as JSONL.",
     "Observability": "Metrics and the live status dashboard.",
 }
-DESCRIPTION = """A local OpenAI-compatible server running `.gguf` chat models with GPT4All and sentence-transformers
+DESCRIPTION = """A local OpenAI-compatible server running `.gguf` chat models on GPT4All's llama.cpp (our own decode loop) and sentence-transformers
 embeddings.
 
 **Authentication.** Everything under `/v1` and `/metrics` needs `Authorization: Bearer <key>` (one of `API_KEYS`);

@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass, replace
 from typing import AsyncIterator
 
+from api.protocol_chat import NUL_MESSAGE
 from errors import ContextLengthExceeded, InvalidRequest, ServerError
 from models.chat_plan import ChatPlan, plan_chat
 from models.chat_template import ChatTemplateError, ChatTemplateLimit
@@ -21,9 +22,6 @@ from scheduler.generation import GenerationScheduler
 from scheduler.jobs import GenerationJob
 
 
-# A NUL is no text a model was trained on, and C code downstream (llama.cpp's log, GPT4All's own calls in
-# the benchmarks) reads strings up to it: refused rather than passed on.
-NUL_MESSAGE = "text must not contain NUL characters (U+0000)"
 
 
 @dataclass

@@ -50,7 +50,7 @@ class StreamOptions(BaseModel):
 
 
 class SamplingRequest(BaseModel):
-    """Fields shared by chat and text completions, and the refusals of what GPT4All cannot do."""
+    """Fields shared by chat and text completions, and the refusals of what cannot be honoured."""
 
     model_config = ConfigDict(extra="forbid")
 

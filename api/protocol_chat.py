@@ -28,7 +28,9 @@ from errors import InvalidRequest, UnsupportedParameter
 from models.conversation import Conversation, FunctionTool, Message, ToolCall, ToolChoice
 
 TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-NUL_MESSAGE = "text must not contain NUL characters (U+0000)"  # GPT4All takes the prompt as a C string
+# A NUL is no text a model was trained on, and C code downstream (llama.cpp's log, GPT4All's own calls in
+# the benchmarks) reads strings up to it: refused rather than passed on.
+NUL_MESSAGE = "text must not contain NUL characters (U+0000)"
 
 
 class TextPart(BaseModel):

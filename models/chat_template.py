@@ -1,6 +1,6 @@
 """Chat prompts rendered from the model file's own `tokenizer.chat_template`.
 
-GPT4All parses special tokens in the whole rendered prompt, so a user who types `<|im_end|>`
+The prompt is tokenized with special tokens parsed (as GPT4All does), so a user who types `<|im_end|>`
 could close their turn and open a system turn. Message contents are therefore defused first: a
 zero-width joiner goes after the first character of every control-token text the model file
 declares, so it is read as ordinary characters and never as the control token. That is one pass of

@@ -1,4 +1,4 @@
-"""A scriptable chat engine for fast tests: same interface as GPT4AllEngine, no model.
+"""A scriptable chat engine for fast tests: same interface as LlamaEngine, no model.
 
     engine = FakeChatEngine(); engine.enqueue(["Hel", "lo"])   # next generation's pieces
     engine.prompts  # every prompt it was asked to generate from, in order

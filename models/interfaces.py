@@ -121,6 +121,6 @@ class ChatEngine(Protocol):
         during prompt evaluation too (after each batch); False stops the call there."""
 
     def settle(self, keep_going: Callable[[], bool] | None = None) -> int:
-        """Between jobs: work that makes the next call cheaper (see GPT4AllEngine.settle); tokens evaluated."""
+        """Between jobs: work that makes the next call cheaper (see LlamaEngine.settle); tokens evaluated."""
 
     def close(self) -> None: ...

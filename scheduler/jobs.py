@@ -2,7 +2,7 @@
 
 The worker thread writes events with `post()` (thread-safe); the request handler reads them with
 `stream()`. Leaving `stream()` early for any reason (client gone, handler cancelled, consumer
-stopped) cancels the job, and the worker's token callback then stops GPT4All within a token.
+stopped) cancels the job, and the worker's token callback then stops the decode loop within a token.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One loaded chat model: its own thread, its own queue (keys take turns), one job at a time.
 
-GPT4All segfaults when one instance is used from two threads at once, so the engine is created,
+A llama.cpp context must not be used from two threads at once (GPT4All segfaulted so), so the engine is created,
 used and closed only on this worker's single-thread executor.
 """
 

@@ -20,8 +20,8 @@ from typing import Callable, Iterator
 
 from errors import ModelLoadFailed
 from models.interfaces import SamplingParams
+from models.native.llama_model import check_header
 
-GGUF_MAGIC = b"GGUF"
 MAX_PROMPT_BATCH = 128  # GPT4All evaluates a prompt in batches of min(n_batch, this) (LLMODEL_MAX_PROMPT_BATCH)
 
 
@@ -120,17 +120,6 @@ def load(path: Path, *, n_ctx: int, n_threads: int, device: str):
         except Exception as exc:
             failure = exc
     raise ModelLoadFailed(f"could not load {path.name}: {_load_reason(native_log, failure)}") from None
-
-
-def check_header(path: Path) -> None:
-    """Refuse files llama.cpp would choke on before handing them to native code."""
-    try:
-        with path.open("rb") as handle:
-            magic = handle.read(4)
-    except OSError as exc:
-        raise ModelLoadFailed(f"could not read {path.name}: {exc.strerror}") from None
-    if magic != GGUF_MAGIC:
-        raise ModelLoadFailed(f"{path.name} is not a GGUF file (it starts with {magic!r})")
 
 
 _stderr_lock = threading.Lock()  # fd 2 is process-wide: one capture at a time

@@ -12,4 +12,19 @@ the logits. Split by what changes together:
 - `constraint`: token masks from a JSON Schema or tool-call tags.
 
 Nothing above `models/` sees ctypes.
+
+**Calls that abort the process** (a C++ exception or GGML_ASSERT cannot be caught from Python), and
+how they are never made with inputs that abort:
+- `llama_tokenize_gpt4all` on text that is not UTF-8: `LlamaModel.tokenize` refuses it first;
+- `llama_token_to_piece` with an id outside the vocabulary: ids come from the sampler (within
+  `n_vocab`), and `logit_bias` ids are checked against `n_vocab` before evaluation;
+- `llama_decode` past the context or with a batch over its size: `LlamaContext.evaluate` checks both
+  (and `_check_fits` refuses a prompt plus `max_tokens` over the window before evaluation);
+- `llama_get_logits_ith` with no logits: every generation evaluates at least its prompt's last token;
+- `llama_grammar_accept_token` with a refused token: not used; the mask library (llguidance) is
+  asked first, and `Matcher.accept` checks the mask before it consumes a token.
+
+Several sequences in one context (one `llama_decode` for several conversations) is left for later:
+measured not exact (DESIGN.md). `LlamaContext` keeps one sequence; a batching scheduler would add
+sequences to `evaluate` and give the sampler one row of logits each.
 """

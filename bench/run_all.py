@@ -28,7 +28,7 @@ BENCHMARKS = {
     "training": "bench.training",
     "multiturn": "bench.multiturn",
     "cluster": "bench.cluster",
-    "constraint": "bench.constraint",
+    "decode": "bench.decode",
 }
 
 

@@ -21,10 +21,11 @@ call does):
 - logprobs: `top_logprobs` 5 against off, on the decode prompt (the same token ids);
 - the mask's own costs (bench/decode_masks.py): µs per token along a valid output, compile ms per
   schema, with xgrammar for comparison when it is installed;
-- memory (bench/decode_memory.py, each system in a fresh process): USS and RSS with 1 context and
-  with 4 (`PrefixCache(slots=4)`, four conversations), the cost of each further context against
-  `kv_bytes_per_token(path) * n_ctx` (models/registry.py), and the same for GPT4All instances,
-  one per conversation, as the server kept them before the native loop.
+- memory (bench/decode_memory.py, each system in a fresh process): anonymous memory, USS and RSS
+  with 1 context and with 4 (`PrefixCache(slots=4)`, four conversations), the cost of each further
+  context (on anonymous memory; that module says why) against `kv_bytes_per_token(path) * n_ctx`
+  (models/registry.py), and the same for GPT4All instances, one per conversation, as the server
+  kept them before the native loop.
 
 Tokens/s is over the decode phase: (tokens - 1) / (last token's time - first token's time), so
 prompt evaluation is not in it; each figure is the median over `--runs` (default 5; quick 2).
@@ -60,7 +61,7 @@ from models.conversation import CallStart, Conversation, FunctionTool, Message, 
 from models.interfaces import Constraint, SamplingParams
 from models.llama_engine import LlamaEngine
 from models.native.constraint import check_schema, compile
-from models.registry import ModelRegistry
+from models.registry import ModelRegistry, kv_bytes_per_token
 from models.tool_constraint import schema_text
 
 N_CTX = 2048
@@ -208,7 +209,9 @@ def _schema_setup(calls: Calls, runs: int) -> dict[str, float]:
     return {"new_ms": median(new), "cached_ms": median(cached), "vocabulary_s": vocab_s, "vocabulary": vocab}
 
 
-def _memory(args: argparse.Namespace, notes: list[str]) -> dict[str, dict]:
+def _memory(args: argparse.Namespace, model, notes: list[str]) -> dict[str, dict]:
+    """Each system's memory figures (bench/decode_memory.py, in a process of its own), with the KV cache's size."""
+    kv_mb = kv_bytes_per_token(model.path) * N_CTX / 2**20
     found = {}
     for system in ("ours", "gpt4all"):
         done = subprocess.run([sys.executable, "-m", "bench.decode_memory", system, "--n-ctx", str(N_CTX),
@@ -219,6 +222,7 @@ def _memory(args: argparse.Namespace, notes: list[str]) -> dict[str, dict]:
                          f"{done.stderr.strip().splitlines()[-1:]}")
             continue
         found[system] = json.loads(done.stdout.strip().splitlines()[-1])
+        found[system]["kv_mb"] = kv_mb
     return found
 
 
@@ -240,13 +244,18 @@ def run(args: argparse.Namespace) -> list[dict]:
         samples, checks = _measure(calls, args.runs)
         setup = _schema_setup(calls, args.runs)
         rows = rows_of(samples, checks, setup, model.id, args)
+        for case in ("json", "tool"):
+            made, asked = len(samples[f"{case} plain"][0].ids), calls.counts[case]
+            if made < asked:
+                notes.append(f"{case}: unconstrained, the same prompt ended (an end token) after {made} of the {asked} "
+                             "tokens the constrained reply took; its rate is over those")
         step_ms = 1000 / rows[1]["tok_s"] if rows[1].get("tok_s") else 10.0  # our loop's unconstrained step
         vocab = setup.pop("vocabulary")
         mask_rows = decode_masks.per_token_rows(vocab, calls.engine.model, step_ms, args.runs, setup["vocabulary_s"])
         compiles = decode_masks.compile_costs(vocab)
     finally:
         calls.close()
-    memory = {} if args.decode_skip_memory else _memory(args, notes)
+    memory = {} if args.decode_skip_memory else _memory(args, model, notes)
     notes.append(f"load average at the end: {load_average()} on {os.cpu_count()} cpus")
     print_report(rows, setup, mask_rows, compiles, memory, notes, args)
     return publish(NAME, rows, args, {"model": model.id, "goals": GOALS, "schema_setup": setup, "mask_costs": mask_rows,

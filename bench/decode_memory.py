@@ -8,7 +8,15 @@
 - `gpt4all`: the same with GPT4All instances, one per conversation, as the server kept one per
   cached context before the native loop (the raw baseline: about 70 MB each at N_CTX 2048).
 
-Each conversation is one short turn (a system prompt of its own, a question, 8 greedy reply tokens):
+Three figures: RSS; USS (pages no other mapping shares); and anonymous memory (smaps_rollup's
+`Anonymous`: heap, KV caches, work buffers, not the weights' file mapping). The increment per
+context is read on anonymous memory: USS moves with the weights' pages, which stop being "unique"
+as soon as anything else maps the same file: another process (a server running the same model), or
+a second GPT4All instance in this one (measured: a GPT4All instance then seemed to add 37 MB of
+USS instead of its 72 MB, the weights' pages moving from unique to shared).
+
+Each conversation is one short turn in ChatML (a system prompt of its own, a question, 8 greedy
+reply tokens; the model's own template is not read, since parsing the GGUF's metadata takes seconds):
 llama.cpp clears a context's whole KV cache when it makes it, so the cache is in the process's
 memory at once, however little of it a conversation fills. Prints one JSON line.
 A process of its own, so that nothing else a benchmark allocated (or freed) counts.
@@ -30,17 +38,23 @@ import psutil
 from bench.common import ROOT
 from bench.multiturn_conversations import PERSONAS, question
 from models.interfaces import PrefixCache, SamplingParams
-from models.registry import ModelRegistry, kv_bytes_per_token
+from models.chat_template import FALLBACK_CHATML, ChatFormat
+from models.registry import ModelRegistry
 
 CONTEXTS = 4
 N_BATCH = 128
 MB = 2**20
 
 
-def _memory() -> tuple[float, float]:
-    """(USS, RSS) of this process in MB."""
+def _memory() -> dict[str, float]:
+    """This process's USS, RSS and anonymous memory, in MB."""
     info = psutil.Process().memory_full_info()
-    return info.uss / MB, info.rss / MB
+    anonymous = 0.0
+    with open("/proc/self/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith("Anonymous:"):
+                anonymous = int(line.split()[1]) * 1024 / MB
+    return {"uss": info.uss / MB, "rss": info.rss / MB, "anon": anonymous}
 
 
 def _prompt(chat_format, k: int) -> str:
@@ -85,20 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="")
     args = parser.parse_args(argv)
     os.environ.setdefault("GPT4ALL_NO_UPDATE_CHECK", "1")
-    registry = ModelRegistry(args.models_dir, args.model)
-    model = registry.default()
+    model = ModelRegistry(args.models_dir, args.model).default()
     started = _memory()
     measure = ours if args.system == "ours" else gpt4all
-    found = measure(model.path, registry.chat_format(model), args.n_ctx, args.threads)
-    (one_uss, one_rss), (many_uss, many_rss), added = found["one"], found["many"], found["contexts"] - 1
-    print(json.dumps({
-        "system": args.system, "n_ctx": args.n_ctx, "contexts": found["contexts"],
-        "start_uss_mb": started[0], "loaded_uss_mb": found["loaded"][0], "loaded_rss_mb": found["loaded"][1],
-        "one_uss_mb": one_uss, "one_rss_mb": one_rss, "many_uss_mb": many_uss, "many_rss_mb": many_rss,
-        "per_context_uss_mb": (many_uss - one_uss) / added if added else None,
-        "per_context_rss_mb": (many_rss - one_rss) / added if added else None,
-        "kv_mb": kv_bytes_per_token(model.path) * args.n_ctx / MB,
-    }))
+    found = measure(model.path, ChatFormat(FALLBACK_CHATML, from_file=False), args.n_ctx, args.threads)
+    one, many, added = found["one"], found["many"], found["contexts"] - 1
+    result = {"system": args.system, "n_ctx": args.n_ctx, "contexts": found["contexts"]}
+    for kind in ("uss", "rss", "anon"):
+        result.update({f"start_{kind}_mb": started[kind], f"loaded_{kind}_mb": found["loaded"][kind],
+                       f"one_{kind}_mb": one[kind], f"many_{kind}_mb": many[kind],
+                       f"per_context_{kind}_mb": (many[kind] - one[kind]) / added if added else None})
+    print(json.dumps(result))
     return 0
 
 

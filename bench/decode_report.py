@@ -52,12 +52,9 @@ def _rate(samples: list) -> float | None:
 def memory_rows(memory: dict[str, dict]) -> list[dict]:
     labels = {"ours": "our loop: one model, a llama.cpp context per conversation",
               "gpt4all": "GPT4All: an instance per conversation (before)"}
-    rows = []
-    for system, found in memory.items():
-        rows.append({"system": labels[system], **found,
-                     "per_context_over_kv": ratio(found["per_context_uss_mb"], found["kv_mb"]),
-                     "vs_gpt4all": ratio(found["per_context_uss_mb"], memory.get("gpt4all", {}).get("per_context_uss_mb"))})
-    return rows
+    before = memory.get("gpt4all", {}).get("per_context_anon_mb")
+    return [{**found, "system": labels[system], "per_context_over_kv": ratio(found["per_context_anon_mb"], found["kv_mb"]),
+             "vs_gpt4all": ratio(found["per_context_anon_mb"], before)} for system, found in memory.items()]
 
 
 def print_report(rows: list[dict], setup: dict, mask_rows: list[dict], compiles: dict, memory: dict, notes: list[str],
@@ -77,12 +74,14 @@ def print_report(rows: list[dict], setup: dict, mask_rows: list[dict], compiles:
     decode_masks.print_mask_costs(mask_rows, compiles)
     if memory:
         print()
-        print(f"Memory at N_CTX {next(iter(memory.values()))['n_ctx']}, each system in a fresh process (MB; per context: "
-              "what each of contexts 2-4 added)")
+        print(f"Memory at N_CTX {next(iter(memory.values()))['n_ctx']}, each system in a fresh process, MB: anonymous "
+              "(heap, KV caches, buffers; not the weights' file mapping), USS, RSS; per context: what each of contexts 2-4 "
+              "added (on anonymous memory: USS moves with whoever else maps the weights)")
         print(format_table(memory_rows(memory), [
-            ("system", "system"), ("one_uss_mb", "USS 1 ctx", 0), ("many_uss_mb", "USS 4 ctx", 0), ("one_rss_mb", "RSS 1 ctx", 0),
-            ("many_rss_mb", "RSS 4 ctx", 0), ("per_context_uss_mb", "per ctx USS", 1), ("per_context_rss_mb", "per ctx RSS", 1),
-            ("kv_mb", "KV cache", 1), ("per_context_over_kv", "per ctx / KV", 2), ("vs_gpt4all", "vs GPT4All", 2)]))
+            ("system", "system"), ("one_anon_mb", "anon 1 ctx", 0), ("many_anon_mb", "anon 4 ctx", 0),
+            ("one_uss_mb", "USS 1 ctx", 0), ("many_uss_mb", "USS 4 ctx", 0), ("one_rss_mb", "RSS 1 ctx", 0),
+            ("many_rss_mb", "RSS 4 ctx", 0), ("per_context_anon_mb", "per ctx", 1), ("kv_mb", "KV cache", 1),
+            ("per_context_over_kv", "per ctx / KV", 2), ("vs_gpt4all", "vs GPT4All", 2)]))
     print()
     for line in verdicts(rows, memory):
         print(line)
@@ -100,11 +99,11 @@ def verdicts(rows: list[dict], memory: dict) -> list[str]:
         check = f"; {row['check']}: {'yes' if row['check_passed'] else 'NO'}" if "check" in row else ""
         lines.append(f"{row['case']}: {row['system']} / {row['baseline']} = {_x(row['ratio'])}{verdict}{check}")
     ours = memory.get("ours")
-    if ours and ours.get("per_context_uss_mb") is not None:
-        before = memory.get("gpt4all", {}).get("per_context_uss_mb")
-        lines.append(f"memory: each further context adds {ours['per_context_uss_mb']:.1f} MB USS, "
-                     f"{_x(ratio(ours['per_context_uss_mb'], ours['kv_mb']))} its {ours['kv_mb']:.1f} MB KV cache"
-                     + (f"; a GPT4All instance added {before:.1f} MB" if before else ""))
+    if ours and ours.get("per_context_anon_mb") is not None:
+        before = memory.get("gpt4all", {}).get("per_context_anon_mb")
+        lines.append(f"memory: each further context adds {ours['per_context_anon_mb']:.1f} MB, "
+                     f"{_x(ratio(ours['per_context_anon_mb'], ours['kv_mb']))} its {ours['kv_mb']:.1f} MB KV cache"
+                     + (f"; a GPT4All instance added {before:.1f} MB ({_x(ratio(ours['per_context_anon_mb'], before))})" if before else ""))
     return lines
 
 

@@ -70,7 +70,6 @@ if __package__ in (None, ""):  # `python bench/multiturn.py`
 from bench import peers
 from bench.common import ROOT, benchmark_main, busy_machine_warning, engine_threads, load_average, publish
 from bench.generation_requests import ChatStreamer, Sample
-from bench.servers import ServerProcess, start_our_server
 from bench.multiturn_conversations import SYSTEM_PROMPT, question, system_prompt
 from bench.multiturn_report import (
     GOAL_TURN,
@@ -89,6 +88,7 @@ from bench.multiturn_report import (
     rows_of,
     scenarios_of,
 )
+from bench.servers import ServerProcess, start_our_server
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

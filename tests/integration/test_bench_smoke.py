@@ -84,5 +84,5 @@ def test_decode_benchmark_prints_our_loop_against_raw_gpt4all_and_each_features_
     assert {r["case"] for r in document["mask_costs"]} >= {"json (person)"}
     ours, gpt4all = document["memory"]["ours"], document["memory"]["gpt4all"]
     assert ours["contexts"] == gpt4all["contexts"] == 4 and ours["kv_mb"] > 0
-    assert 0 < ours["per_context_uss_mb"] < gpt4all["per_context_uss_mb"]
+    assert 0 < ours["per_context_anon_mb"] < gpt4all["per_context_anon_mb"]
     assert "Schema setup: a new schema" in out and "per ctx / KV" in out

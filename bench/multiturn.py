@@ -31,10 +31,11 @@ Systems, all in the same run, on the same `.gguf`, threads, n_batch and context 
 
 Figures: TTFT per turn (request sent to the first non-empty text piece; the median over the
 conversations and `--runs`), `cached_tokens` per turn, and the ratios the prefix cache's goals are
-about: last turn / turn 1 with reuse on (goal <= 0.1 at turn 8: a turn's cost should not grow with
-the history), reuse off / reuse on at the last turn (goal >= 5x at turn 8), llama-cpp-python / ours
-at the last turn (goal > 1), and whether every turn from turn 2 on kept at least the previous
-turn's prompt. Greedy decoding makes the replies comparable: whether reuse on gave the same replies
+about: last turn / turn 1 with reuse on, the goal (<= 0.1 at turn 8: a turn's cost should not grow
+with the history) judged against a turn 1 evaluated in full (reuse off's turn 1: in `round-robin`,
+the turn 1 of conversations 2..N reuses the shared system prompt, so its own median is cheap too),
+reuse off / reuse on at the last turn (goal >= 5x at turn 8), llama-cpp-python / ours at the last
+turn (goal > 1), and whether every turn from turn 2 on kept at least the previous turn's prompt. Greedy decoding makes the replies comparable: whether reuse on gave the same replies
 as reuse off is reported (not asserted).
 
 After each reply the benchmark waits until that server is quiet: ours evaluates the last reply
@@ -47,8 +48,9 @@ Bias control: the systems take each step (one conversation's turn) in an order t
 step to step, so drift in machine load hits them alike; only one request runs at a time. There is
 no warm-up request: it would take one of the server's cached contexts and change which
 conversations keep theirs, so in the cold scenarios turn 1 is each fresh server's first prompt
-(and in `round-robin`, turn 1 of conversations 2..4 includes opening another llama.cpp context on
-the loaded model, which a user's first turn pays too); `warm` is the case without free contexts.
+(in `round-robin`, turn 1 of conversations 2..N opens another llama.cpp context and copies the
+shared system prompt into it from conversation 1's, as a user's first turn does); `warm` is the
+case without free contexts.
 `--n-ctx`, `--n-batch`, `--model` and `--models-dir` are the generation benchmark's when it runs
 in the same `bench/run_all.py` call; otherwise N_CTX, N_BATCH, MODEL_NAME, MODELS_DIR or defaults.
 """

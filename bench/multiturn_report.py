@@ -99,9 +99,14 @@ def rows_of(args: argparse.Namespace, turns: list[Turn], labels: list[str], mode
                        threads=args.threads, cpus=os.cpu_count())
             rows.append(row)
         on = next((r for r in rows if r["system"] == REUSE_ON and r["scenario"] == scenario.name), None)
+        off = next((r for r in rows if r["system"] == REUSE_OFF and r["scenario"] == scenario.name), None)
         for row in rows:
             if row["scenario"] == scenario.name and on is not None:
                 row["last_vs_reuse_on"] = ratio(row[f"ttft_t{n}_ms"], on[f"ttft_t{n}_ms"])
+            if row["scenario"] == scenario.name and off is not None:
+                # against a first turn evaluated in full: with a shared system prompt, turn 1 of conversations
+                # 2..N reuses conversation 1's, so the row's own turn 1 is no longer the cost of a new conversation
+                row["last_over_full_first"] = ratio(row[f"ttft_t{n}_ms"], off["ttft_t1_ms"])
     return rows
 
 
@@ -144,9 +149,10 @@ def verdicts(args: argparse.Namespace, rows: list[dict]) -> list[str]:
         on, off, peer = find(REUSE_ON, scenario.name), find(REUSE_OFF, scenario.name), find(LLAMA_CPP, scenario.name)
         if on is None:
             continue
-        value = on["last_over_first"]
+        value = on.get("last_over_full_first", on["last_over_first"])
         verdict = "-" if value is None else "meets" if value <= GOAL_LAST_OVER_FIRST else "misses"
-        lines.append(f"{title}: reuse on, turn {n} TTFT / turn 1 TTFT = {times_x(value)} "
+        lines.append(f"{title}: reuse on, turn {n} TTFT / turn 1 TTFT = {times_x(on['last_over_first'])}; / a turn 1 "
+                     f"evaluated in full (reuse off's) = {times_x(on.get('last_over_full_first'))} "
                      f"({verdict} the goal <= {GOAL_LAST_OVER_FIRST:g}){partial}")
         loose = find(REUSE_NOT_EXACT, scenario.name)
         if loose is not None:
@@ -179,7 +185,8 @@ def print_report(args: argparse.Namespace, rows: list[dict], notes: list[str], m
           f"TTFT ms per turn, median over conversations and {args.runs} run(s)")
     columns = [("scenario_title", "scenario"), ("system", "system")]
     columns += [(f"ttft_t{k + 1}_ms", f"t{k + 1}", 0) for k in range(n)]
-    columns += [("last_over_first", f"t{n}/t1", 2), ("last_vs_reuse_on", f"t{n} / reuse on t{n}", 2),
+    columns += [("last_over_first", f"t{n}/t1", 2), ("last_over_full_first", f"t{n} / off t1", 2),
+                ("last_vs_reuse_on", f"t{n} / reuse on t{n}", 2),
                 ("same_replies_as_reuse_off", "same replies as off")]
     print(format_table(rows, columns))
     print()

@@ -61,7 +61,9 @@ def test_a_warm_row_reports_its_ratios_and_that_every_turn_kept_the_previous_pro
     assert (on["cached_tokens_t2"], on["cached_tokens_t3"]) == (640, 690)
     assert on["turns_losing_previous_prompt"] == 0 and on["cached_from_turn2"]
     lines = verdicts(args, rows)
-    assert any("turn 3 TTFT / turn 1 TTFT = 0.05x (meets the goal <= 0.1)" in line for line in lines), lines
+    assert on["last_over_full_first"] == pytest.approx(0.2 / 4.0)
+    assert any("turn 3 TTFT / turn 1 TTFT = 0.05x; / a turn 1 evaluated in full (reuse off's) = 0.05x (meets the goal <= 0.1)"
+               in line for line in lines), lines
     assert any("kept the previous turn's prompt: yes" in line for line in lines), lines
 
 
@@ -76,3 +78,15 @@ def test_each_warm_conversation_has_its_own_system_prompt_of_the_usual_length():
     prompts = [system_prompt(k) for k in range(len(PERSONAS))]
     assert len({p.split()[0] for p in prompts}) == len(prompts)  # no two share even their first word
     assert all(0.95 * len(SYSTEM_PROMPT) < len(p) < 1.1 * len(SYSTEM_PROMPT) for p in prompts)
+
+
+def test_a_cheap_first_turn_from_a_shared_system_prompt_is_judged_against_a_full_first_turn():
+    args = options(mt_scenarios="round-robin")
+    turns = [Turn(t.system, "round-robin", t.run, t.conversation, t.turn, t.sample) for t in warm_turns(690)]
+    for t in turns:
+        if t.system == REUSE_ON and t.turn == 0 and t.conversation == 1:
+            t.sample.first = 0.2  # conversation 2 copied conversation 1's system prompt: its turn 1 is cheap
+    on = rows_of(args, turns, [REUSE_ON, REUSE_OFF], "m", [])[0]
+    assert on["last_over_first"] == pytest.approx(0.2 / 2.1)  # the median of 4.0 and 0.2
+    assert on["last_over_full_first"] == pytest.approx(0.2 / 4.0)
+    assert any("(meets the goal <= 0.1)" in line for line in verdicts(args, rows_of(args, turns, [REUSE_ON, REUSE_OFF], "m", [])))

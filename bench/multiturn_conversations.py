@@ -1,4 +1,10 @@
-"""What the multi-turn benchmark's conversations say: one system prompt of about 600 tokens, and questions."""
+"""What the multi-turn benchmark's conversations say: system prompts of about 600 tokens, and questions.
+
+`SYSTEM_PROMPT` is the one the cold scenarios' conversations share. `system_prompt(k)` gives the
+warm-server scenario each conversation its own: another shop, assistant and manager, and an opening
+line whose first word differs from every other's, so that two conversations' prompts share only the
+chat template's first tokens (the role header), as two users' unrelated conversations do.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +40,27 @@ SYSTEM_PROMPT = " ".join([
     "second lock for electric bicycles, which thieves like most.",
     "Rule 18: Keep every answer under three sentences unless the customer asks for more detail.",
 ])
+
+# (opening line, assistant, shop, manager): the opening's first word is each prompt's first token after
+# the template's role header, so no two prompts share more than the header.
+PERSONAS = [
+    ("Welcome to the team!", "Lou", "Hillside Bikes", "Tomas"),
+    ("Briefing for the spring season.", "Ada", "Riverside Wheels", "Jonas"),
+    ("Instructions for the front desk follow.", "Max", "Old Town Cycles", "Greta"),
+    ("Context: a family business since 1962.", "Kim", "Lakeview Bicycles", "Paolo"),
+    ("Read all of this before your first customer.", "Sam", "Market Street Cycles", "Ines"),
+    ("Summary of your job at the counter.", "Noa", "Station Bike Hub", "Karl"),
+    ("Important: customers come first, always.", "Eli", "Canal Cycle Works", "Rosa"),
+    ("Memo from the owner to the new chat assistant.", "Jo", "Dune Road Cycles", "Hugo"),
+]
+
+
+def system_prompt(k: int) -> str:
+    """Conversation k's own system prompt (k < len(PERSONAS)): as long as SYSTEM_PROMPT, sharing no first word."""
+    opening, assistant, shop, manager = PERSONAS[k]
+    body = SYSTEM_PROMPT.replace("Pip", assistant).replace("Harbor Cycles", shop).replace("Marta", manager)
+    return f"{opening} {body}"
+
 
 # Conversation k asks TOPICS[k] through these, in order (cycling on after the last one).
 TOPICS = ["renting an electric bicycle", "a service for my old road bicycle", "the Saturday coast tour",

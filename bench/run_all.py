@@ -29,7 +29,7 @@ BENCHMARKS = {
     "training": "bench.training",
     "multiturn": "bench.multiturn",
     "cluster": "bench.cluster",
-    "constraint": "bench.constraint",
+    "decode": "bench.decode",
 }
 
 

@@ -8,7 +8,7 @@
                 matcher.accept(token)        # never aborts: a refused token raises ConstraintFailed
                 if matcher.done: stop        # the output is complete; no EOS is needed after it
 
-Built on llguidance (1.9.1), chosen over xgrammar (0.2.9) by measurement (bench/constraint.py):
+Built on llguidance (1.9.1), chosen over xgrammar (0.2.9) by measurement (bench/decode_masks.py):
 - it refuses what it cannot enforce (`not`, `if`, `uniqueItems`, unknown formats, lookarounds,
   overlapping `oneOf`) with a clear message, where xgrammar accepted each of those and ignored it
   (a lookahead with a warning on stderr), so our refusals are the library's own;

@@ -32,7 +32,7 @@ import orjson
 from errors import SchemaRefused
 
 # 256 KiB of compact JSON. The request body may be 4 MB, but a schema is checked, then compiled on
-# the engine's thread before the first token (then cached). Measured (bench/constraint.py): a
+# the engine's thread before the first token (then cached). Measured (bench/decode_masks.py): a
 # 242 KB schema of 400 objects with enums and patterns takes 0.35-1.2 s on a busy 2-core machine,
 # so this keeps a new schema's cost near a second; real schemas (big tool sets, OpenAPI-derived
 # models) are tens of KB.

@@ -1,44 +1,31 @@
-"""Constraint benchmark: what a token mask costs per token and per schema, against the raw decode step.
+"""What a token mask costs per token and per schema (bench/decode.py runs it against the decode loop's step).
 
-    python bench/constraint.py [--quick] [--runs N] [--threads N]
-
-The raw engine: GPT4All's own prompt call (models/gpt4all_native.py, the server's call), greedy,
-in this process; its median time between two generated tokens is the decode step. Then the
-constraint layer the native loop uses (models/native/constraint.py, llguidance) on the same model's
+The constraint layer the decode loop uses (models/native/constraint.py, llguidance) on the model's
 vocabulary, and xgrammar for comparison when it is installed (it is not a dependency):
 - setup: the vocabulary (token pieces from llama.cpp, then the library's tokenizer), once per model;
-- compile: one new schema (small; a pydantic model; tool-call tags; a ~250 KB schema), and a
+- compile: one new schema (small; a pydantic-like person; tool-call tags; a ~250 KB schema), and a
   cache hit;
 - per token: the mask computed and applied to a float32 logits array (disallowed -> -inf), and the
   token accepted, along the model's own tokenization of a valid output; the two libraries
   alternate token by token, so that a busy machine weighs on both alike. "projected ratio" is
-  step / (step + cost): constrained tokens/s against unconstrained, if nothing else changed
-  (goal: at least 0.9).
+  step / (step + cost), with the decode loop's unconstrained step measured in the same run:
+  constrained tokens/s against unconstrained, if nothing else changed (goal: at least 0.9).
+  bench/decode.py measures the real ratio too.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 import time
 from importlib.metadata import version
-from pathlib import Path
-
-if __package__ in (None, ""):  # `python bench/constraint.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
-from bench.common import ROOT, benchmark_main, busy_machine_warning, engine_threads, format_table, publish
-from models import gpt4all_native
-from models.native.llama_model import LlamaModel
-from models.interfaces import Constraint, SamplingParams, Tag
+from bench.common import format_table
+from models.interfaces import Constraint, Tag
 from models.native.constraint import CompiledConstraint, Vocabulary, compile
 
-NAME = "constraint"
-MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 ADDRESS = {"type": "object", "properties": {"street": {"type": "string"}, "zip": {"type": "string", "pattern": "^[0-9]{5}$"}},
            "required": ["street", "zip"], "additionalProperties": False}
 PERSON = {"type": "object", "properties": {
@@ -59,30 +46,12 @@ TAGS_TEXT = ("Let me look that up for you; the forecast service knows the weathe
              '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}}\n</tool_call>')
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(NAME)
-    group.add_argument("--decode-tokens", type=int, default=None, help="tokens of the raw decode step run (default 64; quick 24)")
-
-
 def _large_schema() -> dict:
     """About 250 KB of compact JSON: 400 objects of enums, patterns and numbers (under MAX_SCHEMA_BYTES)."""
     item = lambda i: {"type": "object", "description": f"field group {i} " + "x" * 300, "properties": {
         "kind": {"enum": [f"kind-{i}-{j}" for j in range(8)]}, "code": {"type": "string", "pattern": f"^{i}-[a-z]{{3}}$"},
         "value": {"type": "number", "minimum": 0, "maximum": i + 1}}, "required": ["kind"]}
     return {"type": "object", "properties": {f"group_{i}": item(i) for i in range(400)}}
-
-
-def _decode_step_ms(lm, tokens: int, runs: int) -> float:
-    """Median time between two generated tokens of GPT4All's own prompt call, greedy."""
-    gaps: list[float] = []
-    params = SamplingParams(max_tokens=tokens, temperature=0, repeat_penalty=1.0)
-    prompt = b"<|im_start|>user\nWrite a long story about a lighthouse keeper.<|im_end|>\n<|im_start|>assistant\n"
-    for _ in range(runs):
-        stamps: list[float] = []
-        gpt4all_native.prompt(lm, prompt, params, n_past=0, n_predict=tokens, n_batch=128, on_prompt_token=lambda _t: True,
-                              on_response_token=lambda _t, _p: stamps.append(time.perf_counter()) or True)
-        gaps += [b - a for a, b in zip(stamps, stamps[1:])]
-    return 1000 * statistics.median(gaps)
 
 
 def _llguidance_stepper(compiled: CompiledConstraint):
@@ -150,7 +119,8 @@ def _compile_ms(constraint: Constraint, vocab: Vocabulary) -> float:
     return 1000 * (time.perf_counter() - started)
 
 
-def _per_token_rows(vocab: Vocabulary, tokenizer, step_ms: float, runs: int, setup_s: float) -> list[dict]:
+def per_token_rows(vocab: Vocabulary, tokenizer, step_ms: float, runs: int, setup_s: float) -> list[dict]:
+    """µs per token of each library and case, `runs` times along a valid output; `step_ms` the unconstrained step."""
     person = Constraint(kind="json_schema", schema=json.dumps(PERSON))
     cases = {"json (person)": (person, PERSON_TEXT), "tags (auto: text, then a call)": (TAGS, TAGS_TEXT)}
     xgr = _xgrammar_setup(vocab, PERSON)
@@ -172,7 +142,8 @@ def _per_token_rows(vocab: Vocabulary, tokenizer, step_ms: float, runs: int, set
     return rows
 
 
-def _compile_costs(vocab: Vocabulary) -> dict[str, float]:
+def compile_costs(vocab: Vocabulary) -> dict[str, float]:
+    """ms to compile a new small schema and a ~250 KB one (never from the cache), and a cache hit."""
     large = Constraint(kind="json_schema", schema=json.dumps(_large_schema(), separators=(",", ":")))
     small = Constraint(kind="json_schema", schema='{"type": "object", "properties": {"a": {"type": "integer"}}}')
     costs = {"small": _compile_ms(small, vocab), f"large ({len(large.schema) // 1024} KB)": _compile_ms(large, vocab)}
@@ -183,31 +154,17 @@ def _compile_costs(vocab: Vocabulary) -> dict[str, float]:
     return costs
 
 
-def run(args: argparse.Namespace) -> list[dict]:
-    runs = args.runs or (2 if args.quick else 5)
-    if warning := busy_machine_warning():
-        print(f"WARNING: {warning}")
-    gpt = gpt4all_native.load(MODEL, n_ctx=2048, n_threads=engine_threads(args), device="cpu")
-    step_ms = _decode_step_ms(gpt.model, args.decode_tokens or (24 if args.quick else 64), runs)
+def vocabulary_setup(model) -> tuple[Vocabulary, float]:
+    """The constraint layer's view of `model`'s vocabulary, built as the engine builds it, and the seconds it took."""
     started = time.perf_counter()
-    tokenizer = LlamaModel.load(MODEL, vocab_only=True)
-    vocab = Vocabulary.from_model(tokenizer)
+    vocab = Vocabulary.from_model(model)
     vocab.llguidance_tokenizer()
-    setup_s = time.perf_counter() - started
-    rows = _per_token_rows(vocab, tokenizer, step_ms, runs, setup_s)
-    compiles = _compile_costs(vocab)
-    print(f"Raw decode step (GPT4All's prompt call, greedy, {engine_threads(args)} threads): {step_ms:.2f} ms")
+    return vocab, time.perf_counter() - started
+
+
+def print_mask_costs(rows: list[dict], compiles: dict[str, float]) -> None:
     print(format_table(rows, [("library", "library"), ("case", "case"), ("tokens", "tokens", 0),
                               ("median_token_us", "µs/token (median)", 1), ("mean_token_us", "µs/token (mean)", 1),
                               ("projected_ratio", "projected ratio", 3), ("setup_s", "vocab setup s", 2),
                               ("compile_ms", "compile ms", 2)]))
     print("llguidance compile, new schema: " + ", ".join(f"{k} {v:.2f} ms" for k, v in compiles.items()))
-    return publish(NAME, rows, args, {"decode_step_ms": step_ms, "compile_ms": compiles})
-
-
-def main(argv: list[str] | argparse.Namespace | None = None) -> list[dict]:
-    return benchmark_main(argv, __doc__, add_arguments, run)
-
-
-if __name__ == "__main__":
-    main()

@@ -23,7 +23,7 @@ call does):
   schema, with xgrammar for comparison when it is installed;
 - memory (bench/decode_memory.py, each system in a fresh process): anonymous memory, USS and RSS
   with 1 context and with 4 (`PrefixCache(slots=4)`, four conversations), the cost of each further
-  context (on anonymous memory; that module says why) against `kv_bytes_per_token(path) * n_ctx`
+  context (on anonymous memory; that module says why) against `LlamaModel.kv_bytes_per_token() * n_ctx`
   (models/registry.py), and the same for GPT4All instances, one per conversation, as the server
   kept them before the native loop.
 
@@ -61,7 +61,8 @@ from models.conversation import CallStart, Conversation, FunctionTool, Message, 
 from models.interfaces import Constraint, SamplingParams
 from models.llama_engine import LlamaEngine
 from models.native.constraint import check_schema, compile
-from models.registry import ModelRegistry, kv_bytes_per_token
+from models.native.llama_model import LlamaModel
+from models.registry import ModelRegistry
 from models.tool_constraint import schema_text
 
 N_CTX = 2048
@@ -211,7 +212,9 @@ def _schema_setup(calls: Calls, runs: int) -> dict[str, float]:
 
 def _memory(args: argparse.Namespace, model, notes: list[str]) -> dict[str, dict]:
     """Each system's memory figures (bench/decode_memory.py, in a process of its own), with the KV cache's size."""
-    kv_mb = kv_bytes_per_token(model.path) * N_CTX / 2**20
+    vocab_only = LlamaModel.load(model.path, vocab_only=True)
+    kv_mb = vocab_only.kv_bytes_per_token() * N_CTX / 2**20
+    vocab_only.close()
     found = {}
     for system in ("ours", "gpt4all"):
         done = subprocess.run([sys.executable, "-m", "bench.decode_memory", system, "--n-ctx", str(N_CTX),

@@ -28,7 +28,6 @@ from models.native.llama_context import LlamaContext
 from models.native.llama_model import LlamaModel
 from models.native.sampler import Sampler, TokenLogprob
 from models.prefix_cache import CachedContext, batches, ends_alone, plan
-from models.registry import kv_bytes_per_token
 
 log = logging.getLogger("models.engine")
 MAX_BATCH = 512  # llama.cpp's physical batch (n_ubatch): larger batches would be split, some into batches of one
@@ -58,7 +57,7 @@ class LlamaEngine:
         self.reuse, self.share, self.exact = prefix_cache.enabled, prefix_cache.share, prefix_cache.exact
         self.max_contexts = 1
         if prefix_cache.enabled:
-            per_context = kv_bytes_per_token(path) * n_ctx
+            per_context = self.model.kv_bytes_per_token() * n_ctx
             fitting = prefix_cache.max_mb * 2**20 // per_context if per_context else prefix_cache.slots
             self.max_contexts = max(1, min(prefix_cache.slots, fitting))
         self._slots = [self._open(0)]

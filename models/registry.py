@@ -150,31 +150,3 @@ def _string_field(reader, key: str) -> str | None:
     if field is None:
         return None
     return bytes(field.parts[field.data[0]]).decode("utf-8", "replace")
-
-
-@lru_cache(maxsize=32)
-def kv_bytes_per_token(path: Path) -> int:
-    """Bytes of KV cache one token takes (f16 keys and values in every layer), from the GGUF metadata.
-
-    llama.cpp allocates this times N_CTX for every context; 0 if the metadata does not say.
-    """
-    import gguf
-
-    try:
-        reader = gguf.GGUFReader(path)
-    except Exception:
-        return 0
-    arch = _string_field(reader, "general.architecture") or "llama"
-
-    def number(key: str) -> int:
-        field = reader.fields.get(f"{arch}.{key}")
-        return int(field.parts[field.data[0]][0]) if field is not None else 0
-
-    layers, width, heads = number("block_count"), number("embedding_length"), number("attention.head_count")
-    kv_heads = number("attention.head_count_kv") or heads
-    if not (layers and width and heads):
-        return 0
-    head_dim = width // heads
-    key_width = (number("attention.key_length") or head_dim) * kv_heads
-    value_width = (number("attention.value_length") or head_dim) * kv_heads
-    return layers * (key_width + value_width) * 2

@@ -95,6 +95,7 @@ SIGNATURES: dict[str, tuple[object, list]] = {
     "llama_n_ctx_train": (c_int32, [_MODEL]),
     "llama_n_ctx": (c_uint32, [_CTX]),
     "llama_model_arch": (c_char_p, [_MODEL]),
+    "llama_model_meta_val_str": (c_int32, [_MODEL, c_char_p, c_char_p, c_size_t]),
     "llama_set_n_threads": (None, [_CTX, c_uint32, c_uint32]),
     "llama_batch_init": (Batch, [c_int32, c_int32, c_int32]),
     "llama_batch_free": (None, [Batch]),

@@ -68,6 +68,28 @@ class LlamaModel:
     def n_ctx_train(self) -> int:
         return self.lib.llama_n_ctx_train(self.pointer)
 
+    def metadata(self, key: str) -> str | None:
+        """A GGUF metadata value as text (llama.cpp's copy of it), or None."""
+        buf = ctypes.create_string_buffer(256)
+        n = self.lib.llama_model_meta_val_str(self.pointer, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of KV cache one token takes in a context (F16 keys and values in every layer); 0 if unknown.
+
+        llama.cpp allocates this times N_CTX for every context."""
+        def number(key: str) -> int:
+            value = self.metadata(f"{self.arch}.{key}")
+            return int(value) if value and value.isdigit() else 0
+
+        layers, width, heads = number("block_count"), number("embedding_length"), number("attention.head_count")
+        if not (layers and width and heads):
+            return 0
+        kv_heads = number("attention.head_count_kv") or heads
+        key_width = (number("attention.key_length") or width // heads) * kv_heads
+        value_width = (number("attention.value_length") or width // heads) * kv_heads
+        return layers * (key_width + value_width) * 2
+
     def tokenize(self, text: bytes, *, at_start: bool = True, insert_space: bool = True, special: bool = True) -> list[int]:
         """GPT4All's `tokenize`: a BOS (where the model wants one) only at the start; special tokens parsed
         (with `special` False, `<|im_end|>` is plain text, as inside generated JSON).

@@ -16,7 +16,7 @@ from errors import ContextLengthExceeded
 from models import gpt4all_native
 from models.interfaces import PrefixCache, SamplingParams
 from models.llama_engine import LlamaEngine
-from models.registry import ModelRegistry, kv_bytes_per_token
+from models.registry import ModelRegistry
 from tests.conftest import ROOT
 from tests.helpers.kv_state import computed_state
 
@@ -227,7 +227,9 @@ def test_cached_prefixes_stay_within_one_key_unless_sharing_is_on(off):
 
 
 def test_memory_stays_within_prefix_cache_mb():
-    per_context_mb = kv_bytes_per_token(MODEL.path) * N_CTX / 2**20
+    probe = make_engine(PrefixCache(enabled=False))
+    per_context_mb = probe.model.kv_bytes_per_token() * N_CTX / 2**20
+    probe.close()
     budget_mb = int(per_context_mb * 2) + 1  # room for two contexts, not three
     process = psutil.Process()
     engine = make_engine(PrefixCache(slots=8, max_mb=budget_mb))

@@ -234,11 +234,6 @@ def texts() -> list[str]:
     return [text for _, text in fixed_set()]
 
 
-def query_indexes() -> list[int]:
-    """The 100 texts used as queries in the neighbour check."""
-    return list(range(0, len(fixed_set()), QUERY_STEP))[:100]
-
-
 _SMALL = {"short": 6, "odd": 3, "paragraph": 2, "long": 2}  # and one of each other language
 
 

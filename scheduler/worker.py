@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from errors import EngineFailure, ModelLoadFailed, ServerError, Unavailable
-from models.interfaces import ChatEngine, GenerationOutcome
+from models.interfaces import ChatEngine
 from scheduler.fair_queue import FairQueue
 from scheduler.jobs import Delta, GenerationJob
 from scheduler.stop_filter import LogprobsAlongside

@@ -3,8 +3,8 @@
     check_schema(schema, param=...)          # API layer, before anything is evaluated: 400 or nothing
     compiled = compile(constraint, vocab)    # engine thread, before the prompt: cached (LRU, per vocabulary)
     matcher = compiled.matcher()             # one per generation; not thread-safe
-    each step:  matcher.mask_logits(logits)  # in place: every token the grammar refuses -> -inf
-                token = sample(logits)       # an end id (EOS/EOT) is only ever allowed when complete
+    each step:  allowed = matcher.allowed()  # a bool array over the vocabulary: what the grammar allows next
+                token = sample(logits, allowed)  # an end id (EOS/EOT) is only ever allowed when complete
                 matcher.accept(token)        # never aborts: a refused token raises ConstraintFailed
                 if matcher.done: stop        # the output is complete; no EOS is needed after it
 
@@ -34,7 +34,6 @@ the finish reason is "length".
 from __future__ import annotations
 
 import threading
-import time
 
 import llguidance
 import numpy as np
@@ -46,9 +45,6 @@ from models.native.schema_check import MAX_DEPTH, MAX_SCHEMA_BYTES, check_schema
 from models.native.vocabulary import Vocabulary
 
 __all__ = ["MAX_DEPTH", "MAX_SCHEMA_BYTES", "CompiledConstraint", "Matcher", "Vocabulary", "check_schema", "compile"]
-
-_REFUSED = np.float32(-np.inf)
-
 
 def compile(constraint: Constraint, vocabulary: Vocabulary) -> CompiledConstraint:  # noqa: A001 - the verb is the API
     """`constraint` compiled for `vocabulary`'s tokens, from its LRU cache when it has been compiled before.
@@ -62,7 +58,6 @@ class CompiledConstraint:
     """A grammar bound to a vocabulary, shared by every thread; `matcher()` starts one generation."""
 
     def __init__(self, constraint: Constraint, vocabulary: Vocabulary):
-        started = time.perf_counter()
         self.constraint = constraint
         self.vocabulary = vocabulary
         self.grammar = grammar_for(constraint)
@@ -75,7 +70,6 @@ class CompiledConstraint:
         if first.is_error():
             raise library_refusal(first.get_error())
         self._lock = threading.Lock()
-        self.compile_s = time.perf_counter() - started
 
     def matcher(self) -> Matcher:
         with self._lock:  # a copy of the untouched template (microseconds), never the template itself
@@ -102,12 +96,6 @@ class Matcher:
             allowed.flags.writeable = False
             self._allowed = allowed
         return self._allowed
-
-    def mask_logits(self, logits: np.ndarray) -> None:
-        """Set every refused token's logit to -inf, in place (`logits`: float32, at least n_vocab long)."""
-        allowed = self.allowed()
-        np.copyto(logits[: self.n_vocab], _REFUSED, where=~allowed)
-        logits[self.n_vocab:] = _REFUSED
 
     def accept(self, token: int) -> None:
         """Move on by `token`; ConstraintFailed, with the state untouched, for a token the grammar refuses."""

@@ -9,7 +9,6 @@ import json
 import shutil
 import time
 
-import httpx
 import openai
 import pytest
 from pydantic import BaseModel
@@ -163,18 +162,13 @@ def test_a_function_tool_round_trip(openai_client, default_model):
 
 def test_a_codex_shaped_request_streams_to_completed(wide_server, default_model):
     """Codex sends 20 KB of instructions, the whole history with store: false, reasoning, include,
-    prompt_cache_key and tools that are not functions; its own shell tool is a function, sent here once
-    the route runs on the native engine (before that, tools are refused)."""
+    prompt_cache_key, its own shell tool as a function and tools that are not functions."""
     # ~4,500 prompt tokens before the first event: half a minute on two quiet cores, minutes on busy ones
     client = openai.OpenAI(base_url=wide_server.base_url + "/v1", api_key=API_KEY, max_retries=0, timeout=900)
-    tools = [{"type": "local_shell"}, {"type": "web_search"}]
-    probe = httpx.post(wide_server.base_url + "/v1/responses", headers=wide_server.headers(), timeout=120,
-                       json={"input": "x", "tools": [WEATHER], "max_output_tokens": 1, "store": False})
-    if probe.status_code == 200:
-        tools.insert(0, {"type": "function", "name": "shell", "description": "Runs a shell command.", "strict": False,
-                         "parameters": {"type": "object", "properties": {"command": {"type": "array",
-                                                                                     "items": {"type": "string"}}},
-                                        "required": ["command"]}})
+    shell = {"type": "function", "name": "shell", "description": "Runs a shell command.", "strict": False,
+             "parameters": {"type": "object", "properties": {"command": {"type": "array", "items": {"type": "string"}}},
+                            "required": ["command"]}}
+    tools = [shell, {"type": "local_shell"}, {"type": "web_search"}]
     assert len(CODEX_INSTRUCTIONS) >= 20_000
     with client.responses.with_streaming_response.create(
             model=default_model, instructions=CODEX_INSTRUCTIONS, store=False, stream=True, tools=tools,

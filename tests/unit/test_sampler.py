@@ -1,13 +1,16 @@
-"""The sampler's own arithmetic (OpenAI's penalties, logprobs), checked against plain definitions."""
+"""The sampler's own arithmetic (OpenAI's penalties, logprobs, the greedy shortcut), checked against plain definitions
+and llama.cpp's own greedy call."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 import numpy as np
+import pytest
 from scipy.special import log_softmax
 
-from models.native.sampler import penalise, token_logprob
+from models.native import llama_api
+from models.native.sampler import CANDIDATE, _array, _masked_argmax, penalise, token_logprob
 
 
 def test_frequency_and_presence_penalties_follow_openais_definition():
@@ -39,3 +42,20 @@ def test_tied_logits_list_the_lower_id_first_and_no_top_is_an_empty_list():
     logits = np.array([0.0, 5.0, 5.0, 1.0], np.float32)
     assert [token for token, _ in token_logprob(logits, 2, 2).top] == [1, 2]
     assert token_logprob(logits, 2, 0).top == ()
+
+
+def test_plain_greedy_is_llama_cpps_greedy_over_the_candidates_ties_included():
+    """The sampler's shortcut (an argmax on the logits, masked or not) against llama.cpp's own greedy call
+    on the candidate array the chain builds, on logits full of ties."""
+    lib = llama_api.library()
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        logits = np.round(rng.normal(0, 2, 4096), 0).astype(np.float32)  # integers: many tokens tie at the top
+        allowed = rng.random(4096) < 0.3
+        candidates = np.empty(len(logits), CANDIDATE)
+        candidates["id"], candidates["logit"], candidates["p"] = np.arange(len(logits)), logits, 0.0
+        assert int(np.argmax(logits)) == lib.llama_sample_token_greedy(None, _array(candidates))
+        kept = candidates[allowed[candidates["id"]]]
+        assert _masked_argmax(logits, allowed) == lib.llama_sample_token_greedy(None, _array(kept))
+    with pytest.raises(RuntimeError):
+        _masked_argmax(np.zeros(4, np.float32), np.zeros(4, bool))

@@ -8,12 +8,12 @@ here every schema is enforced). The Responses API's `text.format` uses the same 
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.interfaces import Constraint
+from models.tool_constraint import schema_text
 
 JSON_OBJECT = Constraint("json_schema", schema='{"type":"object"}')
 
@@ -59,4 +59,4 @@ def checked_schema(schema: Any, param: str) -> str:
     from models.native.constraint import check_schema  # the mask library loads with the first schema
 
     check_schema(schema, param=param)  # SchemaRefused: 400 naming `param`, the keyword and where it is
-    return json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
+    return schema_text(schema)

@@ -49,8 +49,8 @@ class LlamaEngine:
         self.name = path.name
         self.n_ctx = n_ctx
         self.n_batch = max(1, min(n_batch, MAX_BATCH))
-        self.placement = devices.resolve(device, path.name)
-        self.model = LlamaModel.load(path, backend=self.placement.backend, gpu=self.placement.gpu)
+        placement = devices.resolve(device, path.name)
+        self.model = LlamaModel.load(path, backend=placement.backend, gpu=placement.gpu)
         self._n_threads = n_threads
         # An empty prompt continues from the start of a new document, as OpenAI's and llama.cpp's servers do.
         self.document_start = document_start.encode("utf-8")
@@ -235,13 +235,15 @@ class LlamaEngine:
         start = cache.exact_tokens
         if start >= len(tokens):
             return 0
-        if batches(len(tokens) - start, self.n_batch, False) is None:
+        sizes = batches(len(tokens) - start, self.n_batch, False)
+        if sizes is None:
             start -= 1  # one token more (an exact one, evaluated again to the same bytes) makes a batch of two
             if start < 0:
                 return 0
+            sizes = batches(len(tokens) - start, self.n_batch, False)
         slot.context.truncate(start)
         done = start
-        for size in batches(len(tokens) - start, self.n_batch, False):
+        for size in sizes:
             slot.context.evaluate(tokens[done : done + size])
             done += size
             cache.exact_tokens = done

@@ -99,9 +99,11 @@ def batches(count: int, n_batch: int, last_alone: bool) -> list[int] | None:
     return sizes + [1] if last_alone else sizes
 
 
-def usable(context: CachedContext, full: Sequence[int], n_batch: int, exact: bool) -> int:
-    """The most of `context`'s tokens that `full` can keep (0: none): shared, and exact with `exact`."""
-    limit = min(common_prefix(context.tokens, full), len(full) - 1)  # the last prompt token gives the logits
+def usable(context: CachedContext, full: Sequence[int], n_batch: int, exact: bool, prefix: int | None = None) -> int:
+    """The most of `context`'s tokens that `full` can keep (0: none): shared, and exact with `exact`.
+    `prefix`: their common prefix, when the caller has it already."""
+    prefix = common_prefix(context.tokens, full) if prefix is None else prefix
+    limit = min(prefix, len(full) - 1)  # the last prompt token gives the logits
     if not exact:
         return max(limit, 0)
     limit = min(limit, context.exact_tokens)
@@ -124,8 +126,9 @@ def plan(
 ) -> Plan:
     """Where `full` runs and what it reuses (see the module's rules). `share`: any key may read any context."""
     readable = [c for c in contexts if c.scope is not None and (share or c.scope == scope)]
-    shared = {c.index: usable(c, full, n_batch, exact) for c in readable}
-    following = [c for c in readable if c.prompt_tokens and common_prefix(c.tokens, full) >= c.prompt_tokens]
+    prefixes = {c.index: common_prefix(c.tokens, full) for c in readable}
+    shared = {c.index: usable(c, full, n_batch, exact, prefixes[c.index]) for c in readable}
+    following = [c for c in readable if c.prompt_tokens and prefixes[c.index] >= c.prompt_tokens]
     if following:
         best = max(following, key=lambda c: (shared[c.index], c.last_used))
         return Plan(best.index, best.index, shared[best.index])

@@ -61,7 +61,6 @@ HERMES = ToolFormat("hermes", trigger="<tool_call>", marker="<tool_call>", openi
 LLAMA3 = ToolFormat("llama3", trigger='{"name": ', arguments_key="parameters", parallel=False)
 MISTRAL = ToolFormat("mistral", trigger="[TOOL_CALLS]", marker="[TOOL_CALLS]", opening=" [", closing="]", short_ids=True)
 GENERIC = ToolFormat("generic")
-FORMATS = (HERMES, LLAMA3, MISTRAL, GENERIC)
 
 # Llama 3.1's wording for custom tools (3.2 and 3.3 keep it): 'Respond in the format {"name": function
 # name, "parameters": dictionary of argument name and its value}.'

@@ -34,6 +34,8 @@ from models.json_stream import (WHITESPACE, JsonSyntax, Reader, after_member, re
                                 skip_whitespace)
 from models.tool_formats import ToolFormat
 
+ARGUMENT_KEYS = ("arguments", "parameters")  # a call's arguments, under either name (Llama 3 writes `parameters`)
+
 __all__ = ["GenericParser", "NativeParser", "PlainParser", "ReplyParser", "new_call_id", "parser_for"]
 
 class ReplyParser(Protocol):
@@ -125,7 +127,6 @@ class _Driven(Events):
 class NativeParser(_Driven):
     def __init__(self, fmt: ToolFormat):
         self.fmt = fmt
-        self._keys = tuple(dict.fromkeys((fmt.arguments_key, "arguments", "parameters")))
         self._raw: list[str] | None = None  # the current call block's text, in case it is not a call
         self._held_space = ""  # whitespace not yet known to be text (it is dropped next to a call)
         self._space_before = ""  # what was held when a trigger came
@@ -185,9 +186,9 @@ class NativeParser(_Driven):
         """After the marker: one call object or an array of them, then the end marker."""
         c = yield from skip_whitespace(c)
         if c == "[":
-            c = yield from read_calls(c, self, self._keys, self._skip)
+            c = yield from read_calls(c, self, ARGUMENT_KEYS, self._skip)
         else:
-            c = yield from read_call(c, self, self._keys, self._skip)
+            c = yield from read_call(c, self, ARGUMENT_KEYS, self._skip)
         if not self.fmt.end_marker or c is None:
             return c
         c = yield from skip_whitespace(c)
@@ -227,7 +228,8 @@ class GenericParser(_Driven):
         super().__init__()
 
     def _seen(self, text: str) -> None:
-        self._raw.append(text)
+        if not self.emitted:  # only read while nothing went out (the reply is then shown as text)
+            self._raw.append(text)
 
     def _run(self) -> Reader:
         c = yield from skip_whitespace((yield))

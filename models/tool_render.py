@@ -85,18 +85,20 @@ def _call_dict(call: ToolCall, fmt: ToolFormat) -> dict:
 def _generic_messages(conversation: Conversation, system_role: bool) -> list[dict]:
     json_replies = conversation.calls_tools  # the reply will be JSON: so are the earlier ones, as the model sees them
     out: list[dict] = []
+    after_tool = False  # the last message out holds a tool's result: a user message joins it
     for m in conversation.messages:
         if m.role == "assistant":
             out.append({"role": "assistant", "content": _assistant_json(m) if m.tool_calls or json_replies else m.content or ""})
+            after_tool = False
         elif m.role == "tool":
             result = f"Result of {m.name or 'the tool'} (call {m.tool_call_id}):\n{m.content or ''}"
             _add_user_text(out, result, merge=True)
+            after_tool = True
         elif m.role == "user":
-            _add_user_text(out, m.content or "", merge=bool(out) and out[-1].get("_tool"))
+            _add_user_text(out, m.content or "", merge=after_tool)
         else:
             out.append({"role": m.role, "content": m.content or ""})
-    for message in out:
-        message.pop("_tool", None)
+            after_tool = False
     system = [m["content"] for m in out if m["role"] == "system"] if not system_role else []
     if not system_role:
         out = [m for m in out if m["role"] != "system"]
@@ -118,9 +120,8 @@ def _add_user_text(out: list[dict], text: str, *, merge: bool) -> None:
     """A user message, merged into a user message just before it when either comes from a tool."""
     if merge and out and out[-1]["role"] == "user":
         out[-1]["content"] += "\n\n" + text
-        out[-1]["_tool"] = True
     else:
-        out.append({"role": "user", "content": text, "_tool": merge})
+        out.append({"role": "user", "content": text})
 
 
 def _put_system_text(out: list[dict], description: str, system_role: bool) -> None:

@@ -58,12 +58,10 @@ class CompiledConstraint:
     """A grammar bound to a vocabulary, shared by every thread; `matcher()` starts one generation."""
 
     def __init__(self, constraint: Constraint, vocabulary: Vocabulary):
-        self.constraint = constraint
         self.vocabulary = vocabulary
-        self.grammar = grammar_for(constraint)
         # The library drops the GIL while it builds the parser; errors do not raise, they leave the
         # matcher in an error state, read here once.
-        self._template = llguidance.LLMatcher(vocabulary.llguidance_tokenizer(), self.grammar, log_level=0)
+        self._template = llguidance.LLMatcher(vocabulary.llguidance_tokenizer(), grammar_for(constraint), log_level=0)
         first = self._template.deep_copy()
         if not first.is_error():
             first.compute_bitmask()  # some grammars compile, then fail at once (check_schema tries this too)

@@ -23,7 +23,6 @@ VENDORS = ("amd", "nvidia", "intel")
 class Placement:
     backend: str  # which build: "kompute" (also the CPU's) or "cuda"
     gpu: tuple[int, int] | None = None  # (device index, layers offloaded); None: the CPU
-    name: str = "cpu"
 
 
 def resolve(device: str, model_name: str) -> Placement:
@@ -31,11 +30,11 @@ def resolve(device: str, model_name: str) -> Placement:
     if device in ("", "cpu"):
         return Placement("kompute")
     backend, wanted = _backend_and_name(device)
-    gpus = [gpu for gpu in available_gpus() if gpu[0] == backend]
-    for backend_name, index, name, vendor in gpus:
-        if wanted == "gpu" or wanted == name or (backend == "kompute" and wanted == vendor):
-            return Placement(backend, (index, GPU_LAYERS), name)
-    listed = ", ".join(f"{b}:{n}" for b, _, n, _ in available_gpus()) or "none"
+    listed = available_gpus()
+    for gpu_backend, index, name, vendor in listed:
+        if gpu_backend == backend and (wanted == "gpu" or wanted == name or (backend == "kompute" and wanted == vendor)):
+            return Placement(backend, (index, GPU_LAYERS))
+    listed = ", ".join(f"{b}:{n}" for b, _, n, _ in listed) or "none"
     raise ModelLoadFailed(
         f"could not load {model_name} on DEVICE={device}: GPT4All finds no matching {backend} GPU "
         f"(devices it lists: {listed}); set DEVICE=cpu to run on the CPU"

@@ -81,9 +81,6 @@ class LlamaContext:
         buffer = (ctypes.c_uint8 * size)()
         return bytes(buffer[: self._lib.llama_state_get_data(self.pointer, buffer)])
 
-    def seed(self, seed: int) -> None:
-        self._lib.llama_set_rng_seed(self.pointer, seed & 0xFFFFFFFF)
-
     def close(self) -> None:
         if self.pointer:
             self._lib.llama_batch_free(self._batch)

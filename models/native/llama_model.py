@@ -10,16 +10,12 @@ contexts themselves are not.
 from __future__ import annotations
 
 import ctypes
-import threading
 from pathlib import Path
 
 from errors import ModelLoadFailed
 from models.native import llama_api
 from models.native.llama_api import ModelParams
 
-# llama.cpp's token attributes (enum llama_token_attr): GPT4All treats these as special.
-_ATTR_UNKNOWN, _ATTR_CONTROL, _ATTR_USER_DEFINED = 1 << 0, 1 << 3, 1 << 4
-_SPECIAL = _ATTR_UNKNOWN | _ATTR_CONTROL | _ATTR_USER_DEFINED
 GGUF_MAGIC = b"GGUF"
 
 
@@ -29,9 +25,6 @@ class LlamaModel:
         self.pointer = ctypes.c_void_p(pointer)
         self.path = path
         self.n_vocab = lib.llama_n_vocab(self.pointer)
-        self.eos = lib.llama_token_eos(self.pointer)
-        self._special: dict[int, bool] = {}
-        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, path: Path, *, backend: str = "kompute", gpu: tuple[int, int] | None = None,
@@ -63,10 +56,6 @@ class LlamaModel:
     @property
     def arch(self) -> str:
         return self.lib.llama_model_arch(self.pointer).decode()
-
-    @property
-    def n_ctx_train(self) -> int:
-        return self.lib.llama_n_ctx_train(self.pointer)
 
     def metadata(self, key: str) -> str | None:
         """A GGUF metadata value as text (llama.cpp's copy of it), or None."""
@@ -112,13 +101,6 @@ class LlamaModel:
             buf = ctypes.create_string_buffer(-n)
             n = self.lib.llama_token_to_piece(self.pointer, token, buf, -n, 0, special)
         return buf.raw[: max(n, 0)]
-
-    def is_special(self, token: int) -> bool:
-        """What GPT4All's `isSpecialToken` says: control, user-defined or unknown."""
-        with self._lock:
-            if token not in self._special:
-                self._special[token] = bool(self.lib.llama_token_get_attr(self.pointer, token) & _SPECIAL)
-            return self._special[token]
 
     def ends_generation(self, token: int) -> bool:
         """An end-of-generation token (EOS, or EOT and the like): the reply is over."""

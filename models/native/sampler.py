@@ -86,7 +86,7 @@ class Sampler:
         if self._generated and (params.frequency_penalty or params.presence_penalty):
             penalise(candidates["logit"], self._generated, params.frequency_penalty, params.presence_penalty)
         if allowed is not None:
-            candidates = candidates[allowed[candidates["id"]]]
+            candidates = candidates[allowed]  # still in id order: nothing above reorders them
             if not len(candidates):
                 raise RuntimeError("the constraint allows no token")
             array = _array(candidates)

@@ -43,3 +43,8 @@ def is_protected(path: str) -> bool:
 def cache_scope(presented: str | None) -> str:
     """Whose cached prompt prefixes a request may reuse: its key, hashed (never kept in clear)."""
     return hashlib.sha256(presented.encode()).hexdigest()[:32] if presented else ""
+
+
+def request_scope(headers) -> str:
+    """`cache_scope` of the key a request presents in its `Authorization` header."""
+    return cache_scope(bearer_token(headers.get("authorization")))

@@ -41,10 +41,6 @@ def _service(request: Request) -> GenerationService:
     return app_context(request).generation
 
 
-def _scope(request: Request) -> str:
-    return auth.cache_scope(auth.bearer_token(request.headers.get("authorization")))
-
-
 @bp.get("/models")
 async def list_models(request: Request) -> HTTPResponse:
     cards = [ModelCard(id=m.id, created=m.created) for m in _service(request).registry.list()]
@@ -58,7 +54,7 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
     service = _service(request)
     model = service.resolve_model(body.model)
     prompt, plan = await service.chat_prompt(model, body.to_conversation())
-    jobs = service.submit(model, [prompt], body.sampling_params(plan.constraint), body.n, scope=_scope(request))
+    jobs = service.submit(model, [prompt], body.sampling_params(plan.constraint), body.n, scope=auth.request_scope(request.headers))
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
         choices = [ChatChoiceStream(cid, model.id, index, plan.parser()) for index in range(body.n)]
@@ -78,7 +74,7 @@ async def completions(request: Request) -> HTTPResponse | None:
     body = parse_body(request, CompletionRequest)
     service = _service(request)
     model = service.resolve_model(body.model)
-    jobs = service.submit(model, body.prompts, body.sampling_params(), body.n, scope=_scope(request))
+    jobs = service.submit(model, body.prompts, body.sampling_params(), body.n, scope=auth.request_scope(request.headers))
     cid = f"cmpl-{uuid.uuid4().hex}"
     prefixes = [prompt if body.echo else "" for prompt in body.prompts for _ in range(body.n)]  # one per choice
     if body.stream:

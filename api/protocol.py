@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from api.protocol_chat import (
     ChatMessage,
-    TextPart,
     ToolChoiceField,
     ToolDefinition,
     check_tool_request,
@@ -136,8 +135,6 @@ class SamplingRequest(BaseModel):
 
 # ---- chat ----------------------------------------------------------------------------------
 
-
-__all__ = ["ChatMessage", "TextPart"]  # chat messages and tools: api/protocol_chat.py
 
 
 class ChatCompletionRequest(SamplingRequest):

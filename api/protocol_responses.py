@@ -190,17 +190,13 @@ def completion_chunks(completion_id: str, model: str, index: int, text: str, fin
 
 
 def chat_completion(completion_id: str, model: str, results: Results, usage: UsageInfo,
-                    parsers: Callable[[], ReplyParser] | None = None, *, logprobs: bool = False) -> ChatCompletion:
-    """`parsers`: makes each choice's reply parser (ChatPlan.parser); None: every reply is plain text.
-    `logprobs`: the request asked for them."""
+                    parsers: Callable[[], ReplyParser], *, logprobs: bool = False) -> ChatCompletion:
+    """`parsers`: makes each choice's reply parser (ChatPlan.parser). `logprobs`: the request asked for them."""
     choices = []
     for i, result in enumerate(results):
-        if parsers is None:
-            message, reason = AssistantMessage(content=result.text), result.outcome.finish_reason
-        else:
-            parser = parsers()
-            message = assistant_message(parser.feed(result.text) + parser.finish())
-            reason = finish_reason(result.outcome, parser.calls)
+        parser = parsers()
+        message = assistant_message(parser.feed(result.text) + parser.finish())
+        reason = finish_reason(result.outcome, parser.calls)
         entries = ChoiceLogprobs.of(result.logprobs) if logprobs else None
         choices.append(ChatChoice(index=i, message=message, finish_reason=reason, logprobs=entries))
     return ChatCompletion(id=completion_id, model=model, choices=choices, usage=usage)

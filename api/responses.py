@@ -29,10 +29,6 @@ def _service(request: Request) -> ResponsesService:
     return app_context(request).responses
 
 
-def _scope(request: Request) -> str:
-    return auth.cache_scope(auth.bearer_token(request.headers.get("authorization")))
-
-
 def _ignored_headers(request: Request, body: ResponseCreateRequest) -> dict[str, str]:
     if not body.ignored:
         return {}
@@ -45,7 +41,7 @@ def _ignored_headers(request: Request, body: ResponseCreateRequest) -> dict[str,
 async def create_response(request: Request) -> HTTPResponse | None:
     body = parse_body(request, ResponseCreateRequest)
     service = _service(request)
-    run = await service.create(body, _scope(request))
+    run = await service.create(body, auth.request_scope(request.headers))
     headers = _ignored_headers(request, body)
     if body.background:
         return json_response(service.launch(run), headers=headers)
@@ -72,22 +68,22 @@ async def _stream(request: Request, run: Run, headers: dict[str, str]) -> None:
 async def retrieve_response(request: Request, response_id: str) -> HTTPResponse:
     if request.args.get("stream", "").lower() == "true":
         raise UnsupportedParameter("stream: a stored response is read whole here, not streamed again", param="stream")
-    return json_response(await _service(request).retrieve(response_id, _scope(request)))
+    return json_response(await _service(request).retrieve(response_id, auth.request_scope(request.headers)))
 
 
 @bp.delete("/responses/<response_id:str>")
 async def delete_response(request: Request, response_id: str) -> HTTPResponse:
-    return json_response(await _service(request).delete(response_id, _scope(request)))
+    return json_response(await _service(request).delete(response_id, auth.request_scope(request.headers)))
 
 
 @bp.get("/responses/<response_id:str>/input_items")
 async def list_input_items(request: Request, response_id: str) -> HTTPResponse:
     query = parse_query(request, InputItemsQuery)
-    page = await _service(request).input_items(response_id, _scope(request), after=query.after, limit=query.limit,
+    page = await _service(request).input_items(response_id, auth.request_scope(request.headers), after=query.after, limit=query.limit,
                                                order=query.order)
     return json_response(page)
 
 
 @bp.post("/responses/<response_id:str>/cancel")
 async def cancel_response(request: Request, response_id: str) -> HTTPResponse:
-    return json_response(await _service(request).cancel(response_id, _scope(request)))
+    return json_response(await _service(request).cancel(response_id, auth.request_scope(request.headers)))

@@ -126,7 +126,7 @@ class ResponseBuilder:
         item, self._open = self._open, None
         if item is None:
             return []
-        index = self.response.output.index(item)
+        index = self._index  # items are closed before the next one is added: the open one is the last
         item.status = status
         events: list[Event] = []
         if isinstance(item, OutputMessage):

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from api.protocol_chat import NUL_MESSAGE
 from api.responses_objects import new_id
 from errors import InvalidRequest, UnsupportedParameter
 from models.conversation import Message, ToolCall
@@ -162,7 +163,7 @@ def _check_part_types(parts: list, param: str) -> None:
 def _check_no_nul(item: BaseModel, param: str) -> None:
     # The engine takes text as C strings: a NUL would cut it there (api/generation.py says the same for chat).
     if _has_nul(item.model_dump()):
-        raise InvalidRequest(f"{param}: text must not contain NUL characters (U+0000)", param=param)
+        raise InvalidRequest(f"{param}: {NUL_MESSAGE}", param=param)
 
 
 def _has_nul(value: Any) -> bool:

@@ -38,10 +38,6 @@ class OutputMessage(BaseModel):
     status: ItemStatus = "in_progress"
     content: list[OutputText] = Field(default_factory=list)
 
-    @property
-    def text(self) -> str:
-        return "".join(part.text for part in self.content)
-
 
 class FunctionCallOutput(BaseModel):
     """A call of one of the request's function tools: run it, and send its result as `function_call_output`."""

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 
+from api.protocol_chat import NUL_MESSAGE
 from api.responses_items import to_messages
 from api.responses_objects import ResponseDeleted, ResponseItemList, ResponseObject, new_id, page_of_items
 from api.responses_request import ResponseCreateRequest
@@ -92,7 +93,7 @@ class ResponsesService:
         messages = to_messages(history + body.input, first_new=len(history))
         if body.instructions:
             if "\x00" in body.instructions:
-                raise InvalidRequest("instructions must not contain NUL characters (U+0000)", param="instructions")
+                raise InvalidRequest(f"instructions: {NUL_MESSAGE}", param="instructions")
             messages.insert(0, Message("system", body.instructions))
         tool_indexes, tools, choice = body.conversation_tools()
         run = Run(self._response(body, model), Conversation(tuple(messages), tools, choice), body.to_sampling_params(),

@@ -77,6 +77,11 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
+def times_x(value: float | None) -> str:
+    """A ratio as "1.23x", or "-" when there is none."""
+    return "-" if value is None else f"{value:.2f}x"
+
+
 # ---- output ----------------------------------------------------------------------------------
 
 

@@ -53,7 +53,7 @@ if __package__ in (None, ""):  # `python bench/decode.py`
 
 from bench import decode_masks
 from bench.common import ROOT, benchmark_main, busy_machine_warning, engine_threads, load_average, median, publish
-from bench.decode_report import GOALS, NAME, print_report, rows_of
+from bench.decode_report import GOALS, N_BATCH, N_CTX, NAME, print_report, rows_of
 from bench.generation_requests import PROMPTS, SYSTEM_MESSAGE
 from models import gpt4all_native
 from models.chat_plan import plan_chat
@@ -61,12 +61,9 @@ from models.conversation import CallStart, Conversation, FunctionTool, Message, 
 from models.interfaces import Constraint, SamplingParams
 from models.llama_engine import LlamaEngine
 from models.native.constraint import check_schema, compile
-from models.native.llama_model import LlamaModel
 from models.registry import ModelRegistry
 from models.tool_constraint import schema_text
 
-N_CTX = 2048
-N_BATCH = 128
 JSON_REQUEST = ("Invent a person and describe them as a JSON object: name, age, email, favourite colour, a few tags, "
                 "address, height in metres and nickname.")
 TOOL_QUESTION = "What is the weather like in Paris right now, in Celsius?"
@@ -132,11 +129,12 @@ class Calls:
         }
 
     def gpt4all(self, prompt: str, params: SamplingParams) -> Timed:
-        timed, pieces = Timed(), []
+        timed, pieces, refused = Timed(), [], []
 
         def on_response(token: int, piece: bytes) -> bool:
-            if token == -1:
-                raise RuntimeError(f"GPT4All refused the prompt: {piece!r}")
+            if token == -1:  # an exception cannot cross GPT4All's C callback: raised after the call
+                refused.append(piece.decode("utf-8", "replace"))
+                return False
             timed.stamps.append(time.perf_counter())
             timed.ids.append(token)
             pieces.append(piece)
@@ -144,6 +142,8 @@ class Calls:
 
         gpt4all_native.prompt(self.raw, prompt.encode(), params, n_past=0, n_predict=params.max_tokens, n_batch=N_BATCH,
                               on_prompt_token=lambda _token: True, on_response_token=on_response)
+        if refused:
+            raise RuntimeError(f"GPT4All refused the prompt: {refused[0]}")
         timed.text = b"".join(pieces).decode("utf-8", "replace")
         return timed
 
@@ -182,8 +182,7 @@ class Calls:
 def _measure(calls: Calls, runs: int) -> tuple[dict[str, list[Timed]], dict[str, bool]]:
     cases = calls.cases()
     first = {name: call() for name, call in cases.items()}  # warm-up
-    calls.counts = {"json": len(first["json"].ids), "tool": len(first["tool"].ids)}
-    cases = calls.cases()
+    calls.counts = {"json": len(first["json"].ids), "tool": len(first["tool"].ids)}  # the cases read them when called
     samples: dict[str, list[Timed]] = {name: [] for name in cases}
     names = list(cases)
     for run_no in range(runs):
@@ -210,11 +209,8 @@ def _schema_setup(calls: Calls, runs: int) -> dict[str, float]:
     return {"new_ms": median(new), "cached_ms": median(cached), "vocabulary_s": vocab_s, "vocabulary": vocab}
 
 
-def _memory(args: argparse.Namespace, model, notes: list[str]) -> dict[str, dict]:
+def _memory(args: argparse.Namespace, kv_mb: float, notes: list[str]) -> dict[str, dict]:
     """Each system's memory figures (bench/decode_memory.py, in a process of its own), with the KV cache's size."""
-    vocab_only = LlamaModel.load(model.path, vocab_only=True)
-    kv_mb = vocab_only.kv_bytes_per_token() * N_CTX / 2**20
-    vocab_only.close()
     found = {}
     for system in ("ours", "gpt4all"):
         done = subprocess.run([sys.executable, "-m", "bench.decode_memory", system, "--n-ctx", str(N_CTX),
@@ -256,9 +252,10 @@ def run(args: argparse.Namespace) -> list[dict]:
         vocab = setup.pop("vocabulary")
         mask_rows = decode_masks.per_token_rows(vocab, calls.engine.model, step_ms, args.runs, setup["vocabulary_s"])
         compiles = decode_masks.compile_costs(vocab)
+        kv_mb = calls.engine.model.kv_bytes_per_token() * N_CTX / 2**20
     finally:
         calls.close()
-    memory = {} if args.decode_skip_memory else _memory(args, model, notes)
+    memory = {} if args.decode_skip_memory else _memory(args, kv_mb, notes)
     notes.append(f"load average at the end: {load_average()} on {os.cpu_count()} cpus")
     print_report(rows, setup, mask_rows, compiles, memory, notes, args)
     return publish(NAME, rows, args, {"model": model.id, "goals": GOALS, "schema_setup": setup, "mask_costs": mask_rows,

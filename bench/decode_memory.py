@@ -36,13 +36,13 @@ if __package__ in (None, ""):  # `python bench/decode_memory.py`
 import psutil
 
 from bench.common import ROOT
+from bench.decode_report import N_BATCH, N_CTX
 from bench.multiturn_conversations import PERSONAS, question
 from models.interfaces import PrefixCache, SamplingParams
 from models.chat_template import FALLBACK_CHATML, ChatFormat
 from models.registry import ModelRegistry
 
 CONTEXTS = 4
-N_BATCH = 128
 MB = 2**20
 
 
@@ -93,7 +93,7 @@ def gpt4all(path: Path, chat_format, n_ctx: int, threads: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("system", choices=("ours", "gpt4all"))
-    parser.add_argument("--n-ctx", type=int, default=2048)
+    parser.add_argument("--n-ctx", type=int, default=N_CTX)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
     parser.add_argument("--model", default="")

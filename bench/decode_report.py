@@ -6,9 +6,10 @@ import argparse
 import os
 
 from bench import decode_masks
-from bench.common import format_table, median, ratio
+from bench.common import format_table, median, ratio, times_x
 
 NAME = "decode"
+N_CTX, N_BATCH = 2048, 128  # the decode benchmark's window and prompt batch (bench/decode_memory.py too)
 GOALS = {"decode": 0.95, "structured output": 0.9}  # ratio against the row's baseline, at least
 RAW = "raw GPT4All (its prompt call)"
 OURS = "our loop, unconstrained"
@@ -39,7 +40,7 @@ def rows_of(samples: dict, checks: dict[str, bool], model_id: str, args: argpars
         if name != base and case in GOALS:
             row["goal"] = GOALS[case]
             row["meets_goal"] = row["ratio"] is not None and row["ratio"] >= GOALS[case]
-        row.update(model=model_id, threads=args.threads, n_batch=128, n_ctx=2048, cpus=os.cpu_count())
+        row.update(model=model_id, threads=args.threads, n_batch=N_BATCH, n_ctx=N_CTX, cpus=os.cpu_count())
         rows.append(row)
     return rows
 
@@ -67,7 +68,7 @@ def print_report(rows: list[dict], setup: dict, mask_rows: list[dict], compiles:
                                ("baseline", "against"), ("ratio", "ratio", 3), ("goal", ">= goal", 2), ("check", "check")]))
     print()
     print(f"Schema setup: a new schema {setup['new_ms']:.2f} ms (the API's check, compile, matcher) against "
-          f"{setup['cached_ms']:.2f} ms cached ({_x(ratio(setup['new_ms'], setup['cached_ms']))}); "
+          f"{setup['cached_ms']:.2f} ms cached ({times_x(ratio(setup['new_ms'], setup['cached_ms']))}); "
           f"the vocabulary, once per model: {setup['vocabulary_s']:.2f} s")
     print()
     print("Token mask alone (bench/decode_masks.py), against our loop's unconstrained step")
@@ -97,15 +98,11 @@ def verdicts(rows: list[dict], memory: dict) -> list[str]:
         goal = row.get("goal")
         verdict = "" if goal is None else f" ({'meets' if row.get('meets_goal') else 'misses'} the goal >= {goal:g})"
         check = f"; {row['check']}: {'yes' if row['check_passed'] else 'NO'}" if "check" in row else ""
-        lines.append(f"{row['case']}: {row['system']} / {row['baseline']} = {_x(row['ratio'])}{verdict}{check}")
+        lines.append(f"{row['case']}: {row['system']} / {row['baseline']} = {times_x(row['ratio'])}{verdict}{check}")
     ours = memory.get("ours")
     if ours and ours.get("per_context_anon_mb") is not None:
         before = memory.get("gpt4all", {}).get("per_context_anon_mb")
         lines.append(f"memory: each further context adds {ours['per_context_anon_mb']:.1f} MB, "
-                     f"{_x(ratio(ours['per_context_anon_mb'], ours['kv_mb']))} its {ours['kv_mb']:.1f} MB KV cache"
-                     + (f"; a GPT4All instance added {before:.1f} MB ({_x(ratio(ours['per_context_anon_mb'], before))})" if before else ""))
+                     f"{times_x(ratio(ours['per_context_anon_mb'], ours['kv_mb']))} its {ours['kv_mb']:.1f} MB KV cache"
+                     + (f"; a GPT4All instance added {before:.1f} MB ({times_x(ratio(ours['per_context_anon_mb'], before))})" if before else ""))
     return lines
-
-
-def _x(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"

@@ -6,7 +6,7 @@ import argparse
 import os
 from dataclasses import dataclass
 
-from bench.common import format_table, median, ratio
+from bench.common import format_table, median, ratio, times_x
 from bench.generation_requests import Sample
 
 NAME = "multiturn"
@@ -203,10 +203,6 @@ def print_report(args: argparse.Namespace, rows: list[dict], notes: list[str], m
         print(line)
     for note in notes:
         print(f"note: {note}")
-
-
-def times_x(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
 
 
 def count_or_dash(value: int | None) -> str:
